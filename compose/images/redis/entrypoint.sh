@@ -1,0 +1,18 @@
+#!/bin/sh
+# Write the ACL file from the secret (as a SHA-256 hash: no plain password on disk or in argv),
+# then drop to the redis user.
+set -eu
+user=${CELERYKIT_REDIS_USER:-celery}
+password_file=${CELERYKIT_REDIS_PASSWORD_FILE:?CELERYKIT_REDIS_PASSWORD_FILE must be set}
+if [ ! -s "$password_file" ]; then
+  echo "redis: CELERYKIT_REDIS_PASSWORD_FILE: secret file $password_file is missing or empty" >&2
+  exit 78
+fi
+hash=$(sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' "$password_file" | tr -d '\n' | sha256sum | cut -d' ' -f1)
+install -d -o redis -g redis -m 0700 /run/redis
+umask 077
+# The Celery user may do what a broker client does, but not administer, flush or reconfigure:
+# -@admin drops CONFIG, DEBUG, MODULE, SHUTDOWN...; -@dangerous drops FLUSHALL, FLUSHDB, KEYS...
+printf 'user default off\nuser %s on #%s ~* &* +@all -@admin -@dangerous\n' "$user" "$hash" >/run/redis/users.acl
+chown redis:redis /run/redis/users.acl
+exec setpriv --reuid=redis --regid=redis --init-groups redis-server /etc/redis/celerykit.conf "$@"

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install and start what celerykit's stack and tests need on a Debian host that lacks it:
+# Docker engine, the compose v2 plugin and the Debian base image the Dockerfiles build FROM.
+# Idempotent and quiet when everything is already there. Run as root.
+#
+#   CELERYKIT_BASE_IMAGE   base image tag the Dockerfiles use (default debian:bookworm-slim)
+#   CELERYKIT_DEBIAN_MIRROR mirror for debootstrap when the image must be built offline
+set -euo pipefail
+
+BASE_IMAGE=${CELERYKIT_BASE_IMAGE:-debian:bookworm-slim}
+MIRROR=${CELERYKIT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+DOCKERD_LOG=/var/log/celerykit-dockerd.log
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Docker engine ---------------------------------------------------------------------------
+if ! command -v dockerd >/dev/null 2>&1; then
+  say "installing the Docker engine (docker.io)"
+  apt_install docker.io iptables
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl start docker
+  else
+    say "starting dockerd (log: $DOCKERD_LOG)"
+    nohup dockerd >"$DOCKERD_LOG" 2>&1 &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { say "dockerd did not come up; see $DOCKERD_LOG"; exit 1; }
+fi
+
+# Compose v2 ------------------------------------------------------------------------------
+# Debian 12 ships only compose v1. Debian 13's docker-compose package carries the v2 plugin,
+# whose binary runs on Debian 12; fetch just that .deb through a throw-away apt state.
+if ! docker compose version >/dev/null 2>&1; then
+  say "installing the compose v2 plugin from Debian trixie's docker-compose package"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
+  echo "deb ${MIRROR} trixie main" >"$tmp/trixie.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=-"
+            -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives"
+            -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+  apt-get "${apt_opts[@]}" update -qq
+  (cd "$tmp" && apt-get "${apt_opts[@]}" download docker-compose >/dev/null)
+  dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"
+  install -D -m 0755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" "$PLUGIN_DIR/docker-compose"
+  docker compose version >/dev/null
+fi
+
+# Base image ------------------------------------------------------------------------------
+# Online machines pull it; air-gapped ones build the same tag from a Debian mirror.
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  if ! timeout 60 docker pull -q "$BASE_IMAGE" >/dev/null 2>&1; then
+    say "no registry reachable: building $BASE_IMAGE with debootstrap from $MIRROR"
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    suite=${BASE_IMAGE#*:}; suite=${suite%%-*}
+    root=$(mktemp -d)
+    debootstrap --variant=minbase "$suite" "$root" "$MIRROR" >/dev/null
+    tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
+    rm -rf "$root"
+  fi
+fi

@@ -1,0 +1,3 @@
+from celerykit.cli import main
+
+raise SystemExit(main())

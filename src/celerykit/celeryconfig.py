@@ -1,0 +1,41 @@
+"""The Celery settings the kit applies to every app it runs (demo or yours)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celerykit.settings import SOFT_TIME_LIMIT, TIME_LIMIT, Env, Redis, visibility_timeout
+
+
+def kit_settings(env: Env) -> dict[str, Any]:
+    redis = Redis.from_env(env)
+    # One visibility timeout for broker and result backend: on a shared Redis the shortest wins.
+    transport = {"visibility_timeout": visibility_timeout(env)}
+    return {
+        "broker_url": redis.url,
+        "result_backend": redis.url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        # A task that runs long when the broker connection drops would be redelivered and run twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # JSON only: pickle lets whoever can write to the broker run code on the workers.
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        # Ack after the task ran, requeue it if the worker process dies: no task lost on a crash.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # Defaults; each pool passes its own on the worker command line.
+        "task_time_limit": TIME_LIMIT,
+        "task_soft_time_limit": SOFT_TIME_LIMIT,
+        "worker_prefetch_multiplier": 1,
+        "worker_max_tasks_per_child": 100,
+        # Flower builds its view from events, including tasks still waiting in a queue.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "task_default_queue": "default",
+        "result_expires": 86400,
+    }

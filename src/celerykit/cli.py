@@ -1,0 +1,47 @@
+"""`celerykit` command: start a service, check its health, prepare secrets, verify a deployment."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from celerykit.settings import ConfigError, Env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="celerykit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for service in ("worker", "beat", "flower"):
+        run = sub.add_parser(service, help=f"run the {service} (settings from CELERYKIT_* variables)")
+        run.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to celery")
+    health = sub.add_parser("health", help="exit 0 if the service on this host/container is healthy")
+    health.add_argument("service", choices=("worker", "beat", "flower"))
+    init = sub.add_parser("init-secrets", help="generate missing secrets, refuse empty or weak ones")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--group", type=int, help="gid that may read the secrets")
+    from celerykit import verify
+
+    verify.build_parser(sub.add_parser("verify", help="check a deployment from outside"))
+    args = parser.parse_args(argv)
+    env = Env.current()
+    try:
+        if args.command in ("worker", "beat", "flower"):
+            from celerykit.services import exec_service
+
+            exec_service(args.command, env, args.extra)
+        if args.command == "health":
+            from celerykit.health import CHECKS
+
+            return 0 if CHECKS[args.service](env) else 1
+        if args.command == "init-secrets":
+            from celerykit.secrets import ensure_secrets
+
+            for path in ensure_secrets(args.directory, args.group):
+                print(f"celerykit: generated {path.name}", file=sys.stderr)
+            return 0
+        return verify.main(args)
+    except ConfigError as error:
+        print(f"celerykit: configuration error: {error}", file=sys.stderr)
+        return 78  # EX_CONFIG: systemd and compose show it as a configuration failure

@@ -1,0 +1,76 @@
+"""The demo app: one task per priority queue, a periodic heartbeat, a sleeper and a task that retries.
+
+Run your own app instead by setting CELERYKIT_APP (see README, "Your own app").
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from celery import Celery
+
+app = Celery("celerykit_demo")
+
+HEARTBEAT_SECONDS = float(os.environ.get("CELERYKIT_DEMO_HEARTBEAT_SECONDS", "30"))
+RETRY_DELAY_SECONDS = int(os.environ.get("CELERYKIT_DEMO_RETRY_DELAY_SECONDS", "60"))
+
+app.conf.task_routes = {
+    "celerykit.demo.urgent": {"queue": "high_priority"},
+    "celerykit.demo.report": {"queue": "medium_priority"},
+    "celerykit.demo.bulk": {"queue": "low_priority"},
+    "celerykit.demo.sleep": {"queue": "low_priority"},
+    "celerykit.demo.flaky": {"queue": "default"},
+    "celerykit.demo.heartbeat": {"queue": "default"},
+}
+app.conf.beat_schedule = {
+    "heartbeat": {"task": "celerykit.demo.heartbeat", "schedule": HEARTBEAT_SECONDS},
+}
+
+
+class TransientError(Exception):
+    """A failure worth retrying (a flaky upstream, say)."""
+
+
+def _where(task) -> dict:
+    return {"worker": task.request.hostname, "queue": (task.request.delivery_info or {}).get("routing_key")}
+
+
+@app.task(bind=True, name="celerykit.demo.urgent")
+def urgent(self, payload=None):
+    return {**_where(self), "payload": payload}
+
+
+@app.task(bind=True, name="celerykit.demo.report")
+def report(self, payload=None):
+    return {**_where(self), "payload": payload}
+
+
+@app.task(bind=True, name="celerykit.demo.bulk")
+def bulk(self, payload=None):
+    return {**_where(self), "payload": payload}
+
+
+@app.task(bind=True, name="celerykit.demo.sleep")
+def sleep(self, seconds: float = 1.0):
+    time.sleep(seconds)
+    return {**_where(self), "slept": seconds}
+
+
+@app.task(bind=True, name="celerykit.demo.heartbeat")
+def heartbeat(self):
+    return {**_where(self), "at": time.time()}
+
+
+@app.task(
+    bind=True,
+    name="celerykit.demo.flaky",
+    autoretry_for=(TransientError,),
+    max_retries=3,
+    default_retry_delay=RETRY_DELAY_SECONDS,
+)
+def flaky(self, failures: int = 1):
+    """Fail the first `failures` attempts, then succeed: shows retries with backoff."""
+    if self.request.retries < failures:
+        raise TransientError(f"attempt {self.request.retries + 1} of {failures + 1} fails on purpose")
+    return {**_where(self), "retries": self.request.retries}

@@ -1,0 +1,37 @@
+"""Health checks for containers and units: exit 0 when the service does its job."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+from celerykit.settings import Env, Flower, Pool, beat_schedule_file
+
+
+def worker_is_healthy(env: Env) -> bool:
+    """The pool answers a ping addressed to it by name (so it is connected to the broker)."""
+    from celerykit.app import app
+
+    name = f"{Pool.from_env(env).name}@{socket.gethostname()}"
+    replies = app.control.ping(destination=[name], timeout=5.0)
+    return any(name in reply for reply in replies)
+
+
+def beat_is_healthy(env: Env, max_age: float = 600.0) -> bool:
+    """Beat keeps its schedule file fresh (it syncs every few minutes while it runs)."""
+    schedule = beat_schedule_file(env)
+    candidates = [p for p in schedule.parent.glob(schedule.name + "*") if p.is_file()]
+    return any(time.time() - p.stat().st_mtime < max_age for p in candidates)
+
+
+def flower_is_healthy(env: Env) -> bool:
+    flower = Flower.from_env(env)
+    host = "127.0.0.1" if flower.address in ("", "0.0.0.0") else flower.address  # noqa: S104
+    prefix = f"/{flower.url_prefix}" if flower.url_prefix else ""
+    url = f"http://{host}:{flower.port}{prefix}/healthcheck"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status == 200 and response.read().strip() == b"OK"
+
+
+CHECKS = {"worker": worker_is_healthy, "beat": beat_is_healthy, "flower": flower_is_healthy}

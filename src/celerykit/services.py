@@ -1,0 +1,89 @@
+"""Start the kit's services: settings from the environment in, a validated `celery` command out.
+
+Compose services and systemd units both run `celerykit worker|beat|flower`, so the command
+lines, and the checks that guard them, exist once. Secrets travel in files and the
+environment of the exec'd process, never on its command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file
+
+CELERY_APP = "celerykit.app"
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+
+
+def worker_command(env: Env) -> list[str]:
+    pool = Pool.from_env(env)
+    Redis.from_env(env)  # fail here, with the variable's name, rather than deep inside kombu
+    command = _celery(
+        "worker",
+        f"--hostname={pool.name}@%h",
+        f"--queues={','.join(pool.queues)}",
+        f"--concurrency={pool.concurrency}",
+        f"--prefetch-multiplier={pool.prefetch_multiplier}",
+        f"--max-tasks-per-child={pool.max_tasks_per_child}",
+        f"--time-limit={pool.time_limit}",
+        f"--soft-time-limit={pool.soft_time_limit}",
+        f"--loglevel={env.str('CELERYKIT_LOG_LEVEL', 'INFO')}",
+    )
+    return command + shlex.split(env.environ.get("CELERYKIT_POOL_EXTRA_ARGS", ""))
+
+
+def beat_command(env: Env) -> list[str]:
+    Redis.from_env(env)
+    schedule = beat_schedule_file(env)
+    return _celery(
+        "beat",
+        f"--schedule={schedule}",
+        f"--pidfile={schedule.parent / 'beat.pid'}",
+        f"--loglevel={env.str('CELERYKIT_LOG_LEVEL', 'INFO')}",
+    )
+
+
+def flower_environment(env: Env) -> dict[str, str]:
+    """Flower reads FLOWER_* variables; credentials go there, not into argv."""
+    Redis.from_env(env)
+    flower = Flower.from_env(env)
+    flower.db.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "FLOWER_ADDRESS": flower.address,
+        "FLOWER_PORT": str(flower.port),
+        "FLOWER_URL_PREFIX": flower.url_prefix,
+        "FLOWER_BASIC_AUTH": f"{flower.user}:{flower.password}",
+        "FLOWER_COOKIE_SECRET": flower.cookie_secret,
+        "FLOWER_PERSISTENT": "true",
+        "FLOWER_DB": str(flower.db),
+        "FLOWER_STATE_SAVE_INTERVAL": str(flower.state_save_interval_ms),
+        "FLOWER_MAX_TASKS": str(flower.max_tasks),
+        "FLOWER_PURGE_OFFLINE_WORKERS": str(flower.purge_offline_workers),
+        # Behind nginx: trust X-Forwarded-* / X-Real-IP from the proxy for scheme and client address.
+        "FLOWER_XHEADERS": "true",
+    }
+
+
+def flower_command(env: Env) -> list[str]:
+    return _celery("flower", f"--logging={env.str('CELERYKIT_LOG_LEVEL', 'INFO').lower()}")
+
+
+def exec_service(name: str, env: Env, argv: Sequence[str] = ()) -> None:
+    """Replace this process with the named service (so signals reach Celery directly)."""
+    environ = dict(os.environ)
+    if name == "worker":
+        command = worker_command(env)
+    elif name == "beat":
+        command = beat_command(env)
+    elif name == "flower":
+        environ.update(flower_environment(env))
+        command = flower_command(env)
+    else:  # pragma: no cover - argparse restricts the choices
+        raise ValueError(name)
+    os.execve(command[0], [*command, *argv], environ)
