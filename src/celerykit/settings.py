@@ -166,6 +166,13 @@ class Pool:
     @classmethod
     def from_env(cls, env: Env) -> Pool:
         name = env.str("CELERYKIT_POOL_NAME")
+        try:
+            return cls._from_env(name, env)
+        except ConfigError as error:
+            raise ConfigError(f"pool {name!r}: {error}") from None
+
+    @classmethod
+    def _from_env(cls, name: str, env: Env) -> Pool:
         if not POOL_NAME.match(name):
             raise ConfigError(f"CELERYKIT_POOL_NAME: {name!r} must match {POOL_NAME.pattern}")
         pool = cls(

@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -107,7 +108,9 @@ def _handshake(target: Target, version: ssl.TLSVersion) -> str | None:
     # OpenSSL 3 refuses legacy TLS on its own at the default security level, which would make a
     # "TLS 1.0 refused" check pass against any server: lower it so only the server can say no.
     context.set_ciphers("ALL:@SECLEVEL=0")
-    context.minimum_version = context.maximum_version = version
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: exactly why we ask for them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = context.maximum_version = version
     try:
         with (
             socket.create_connection((target.host, target.port), timeout=target.timeout) as raw,
