@@ -37,10 +37,28 @@ def ensure_certificate(server_name: str) -> None:
     if server_name not in ("_", "localhost"):
         names.insert(0, f"DNS:{server_name}")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "825", "-subj", f"/CN={server_name if server_name != '_' else 'localhost'}",
-         "-addext", "subjectAltName=" + ",".join(names), "-keyout", str(KEY), "-out", str(CERT)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "825",
+            "-subj",
+            f"/CN={server_name if server_name != '_' else 'localhost'}",
+            "-addext",
+            "subjectAltName=" + ",".join(names),
+            "-keyout",
+            str(KEY),
+            "-out",
+            str(CERT),
+        ],
+        check=True,
+        capture_output=True,
     )
     KEY.chmod(0o600)
     print(f"nginx: generated a self-signed certificate in {TLS_DIR} (mounted from CELERYKIT_TLS_DIR)", file=sys.stderr)

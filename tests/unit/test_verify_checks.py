@@ -1,0 +1,135 @@
+"""The checks themselves can fail: each is run against a server that breaks its promise."""
+
+import http.server
+import socket
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from celerykit.verify import checks
+from celerykit.verify.target import Target
+from celerykit.verify.websocket import OP_TEXT, accept_key, encode_frame, read_frame
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[str, str]:
+    tmp = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp / "k"),
+            "-out",
+            str(tmp / "c"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(tmp / "c"), str(tmp / "k")
+
+
+def serve(context: ssl.SSLContext | None, handler=http.server.BaseHTTPRequestHandler) -> int:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if context:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def test_tls_check_fails_against_a_server_that_accepts_tls_1_0(certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    port = serve(context)
+    result = checks.tls_versions(Target(f"https://127.0.0.1:{port}", "u", "p", insecure=True))
+    assert not result
+    assert "TLSv1 accepted" in result.detail
+
+
+class OpenFlower(http.server.BaseHTTPRequestHandler):
+    """A Flower with no auth, no HSTS, and metrics for everyone."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_level_checks_fail_against_an_open_flower(certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    port = serve(context, OpenFlower)
+    http_port = serve(None, OpenFlower)
+    target = Target(
+        f"https://127.0.0.1:{port}", "u", "p", http_url=f"http://127.0.0.1:{http_port}", ca_file=certificate[0]
+    )
+    for check in (
+        checks.auth_required,
+        checks.auth_accepted,
+        checks.hsts,
+        checks.metrics_hidden,
+        checks.https_redirect,
+    ):
+        result = check(target)
+        assert not result, (check.__name__, result.detail)
+    assert not checks.workers(target, {"high": ["high_priority"]}, timeout=0)
+
+
+def test_websocket_codec_round_trip():
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(encode_frame(b"hello" * 100))  # 500 bytes: 16-bit length, masked
+        assert read_frame(right) == (OP_TEXT, b"hello" * 100)
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 example
+
+
+def test_unreachable_deployment_is_a_failed_check_not_a_crash():
+    result = checks.auth_required(Target(f"https://127.0.0.1:{_closed_port()}", "u", "p", timeout=2))
+    assert not result and "Error" in result.detail
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_verify_command_reports_and_fails(tmp_path: Path):
+    (tmp_path / "pw").write_text("x")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celerykit",
+            "verify",
+            f"https://127.0.0.1:{_closed_port()}",
+            "--password-file",
+            str(tmp_path / "pw"),
+            "--insecure",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "FAIL  flower requires credentials" in result.stdout
+    assert result.stdout.strip().endswith("0 passed, 7 failed")
