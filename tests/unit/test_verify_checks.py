@@ -4,6 +4,7 @@ import http.server
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from pathlib import Path
 

@@ -64,7 +64,19 @@ def ensure_certificate(server_name: str) -> None:
     print(f"nginx: generated a self-signed certificate in {TLS_DIR} (mounted from CELERYKIT_TLS_DIR)", file=sys.stderr)
 
 
+def healthy() -> bool:
+    """nginx answers over TLS on 443 (/ redirects to Flower, so no credentials are involved)."""
+    import http.client
+    import ssl
+
+    conn = http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=5)  # noqa: S323
+    conn.request("GET", "/")
+    return conn.getresponse().status == 302
+
+
 def main() -> None:
+    if sys.argv[1:] == ["health"]:
+        sys.exit(0 if healthy() else 1)
     server_name = os.environ.get("CELERYKIT_SERVER_NAME", "_")
     proxy = {
         "header": "# Rendered by the celerykit nginx image at start; edit nginx/celerykit.conf.j2 instead.",
