@@ -43,7 +43,7 @@ def test_worker_stop_grace_period_exceeds_the_soft_time_limit():
 def test_images_copy_the_shared_redis_and_nginx_files():
     redis = (ROOT / "compose/images/redis/Dockerfile").read_text()
     nginx = (ROOT / "compose/images/nginx/Dockerfile").read_text()
-    assert "COPY roles/redis/files/celerykit-broker.conf" in redis
+    assert "COPY roles/celerykit_redis/files/celerykit-broker.conf" in redis
     assert "COPY nginx/celerykit.conf.j2" in nginx
     assert "include /etc/redis/celerykit-broker.conf" in (ROOT / "compose/images/redis/redis.conf").read_text()
 
