@@ -20,35 +20,17 @@ VISIBILITY_TIMEOUT = 7200  # above the hard limit plus queue wait: a running tas
 MAX_TASKS_PER_CHILD = 100
 PREFETCH_MULTIPLIER = 1
 FLOWER_MAX_TASKS = 10000
+# Celery's own default: with kombu's backoff (2 s more per try, at most 30 s) about 45 minutes of
+# broker outage before a worker gives up and exits, and its service manager starts it again.
+BROKER_CONNECTION_MAX_RETRIES = 100
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 POOL_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 MIN_PASSWORD_LENGTH = 12
 # Passwords that appear in tutorials and default configs: never accepted, whatever their length.
-WELL_KNOWN_PASSWORDS = frozenset(
-    {
-        "admin",
-        "password",
-        "changeme",
-        "change-me",
-        "secret",
-        "celery",
-        "flower",
-        "redis",
-        "guest",
-        "123456",
-        "12345678",
-        "123456789",
-        "1234567890",
-        "qwerty",
-        "letmein",
-        "default",
-        "example",
-        "password123",
-        "adminadmin",
-        "administrator",
-    }
-)
+# One list for the services and the Ansible roles, which read the same file.
+WELL_KNOWN_PASSWORDS = frozenset((Path(__file__).parent / "well_known_passwords.txt").read_text().split())
 
 
 class ConfigError(ValueError):
@@ -202,6 +184,11 @@ def visibility_timeout(env: Env) -> int:
     return env.int("CELERYKIT_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT, minimum=60)
 
 
+def broker_connection_max_retries(env: Env) -> int:
+    """Reconnection attempts before a worker gives up and exits (its service manager restarts it)."""
+    return env.int("CELERYKIT_BROKER_CONNECTION_MAX_RETRIES", BROKER_CONNECTION_MAX_RETRIES, minimum=1)
+
+
 @dataclass(frozen=True)
 class Flower:
     address: str
@@ -252,3 +239,91 @@ DEFAULT_POOLS: dict[str, tuple[tuple[str, ...], int]] = {
     "medium": (("medium_priority", "default"), 2),
     "low": (("low_priority",), 1),
 }
+
+
+# Per-pool variables of a whole deployment (compose: CELERYKIT_HIGH_QUEUES...) and the variable
+# each one becomes in that pool's own environment (CELERYKIT_POOL_QUEUES...).
+POOL_VARIABLES = {
+    "QUEUES": "CELERYKIT_POOL_QUEUES",
+    "CONCURRENCY": "CELERYKIT_POOL_CONCURRENCY",
+    "PREFETCH_MULTIPLIER": "CELERYKIT_POOL_PREFETCH_MULTIPLIER",
+}
+SHARED_POOL_VARIABLES = {
+    "CELERYKIT_TIME_LIMIT": "CELERYKIT_POOL_TIME_LIMIT",
+    "CELERYKIT_SOFT_TIME_LIMIT": "CELERYKIT_POOL_SOFT_TIME_LIMIT",
+    "CELERYKIT_VISIBILITY_TIMEOUT": "CELERYKIT_VISIBILITY_TIMEOUT",
+}
+
+
+def check_deployment(env: Env) -> list[Pool]:
+    """Validate a whole deployment's settings at once, before any service starts.
+
+    The pools are listed in CELERYKIT_POOLS; pool NAME's settings are CELERYKIT_<NAME>_QUEUES,
+    _CONCURRENCY and _PREFETCH_MULTIPLIER, its time limits the shared CELERYKIT_TIME_LIMIT and
+    CELERYKIT_SOFT_TIME_LIMIT. Errors name the variable the user sets. Secrets are checked
+    separately (`celerykit init-secrets`).
+    """
+    names = env.str("CELERYKIT_POOLS", ",".join(DEFAULT_POOLS)).split(",")
+    pools: list[Pool] = []
+    owner: dict[str, str] = {}
+    for raw_name in names:
+        name = raw_name.strip()
+        renames = {pool_var: f"CELERYKIT_{name.upper()}_{suffix}" for suffix, pool_var in POOL_VARIABLES.items()}
+        renames.update({pool_var: var for var, pool_var in SHARED_POOL_VARIABLES.items()})
+        pool_env = {pool_var: env.environ.get(var, "") for pool_var, var in renames.items()}
+        if name in DEFAULT_POOLS:  # unset: the kit's default for this pool
+            queues, concurrency = DEFAULT_POOLS[name]
+            pool_env["CELERYKIT_POOL_QUEUES"] = pool_env["CELERYKIT_POOL_QUEUES"].strip() or ",".join(queues)
+            pool_env["CELERYKIT_POOL_CONCURRENCY"] = pool_env["CELERYKIT_POOL_CONCURRENCY"].strip() or str(concurrency)
+        try:
+            pool = Pool.from_env(Env({**pool_env, "CELERYKIT_POOL_NAME": name}))
+        except ConfigError as error:
+            message = str(error)
+            for pool_var, var in sorted(renames.items(), key=lambda item: -len(item[0])):
+                message = message.replace(pool_var, var)
+            raise ConfigError(message) from None
+        for queue in pool.queues:
+            if queue in owner:
+                raise ConfigError(
+                    f"CELERYKIT_{name.upper()}_QUEUES: queue {queue!r} is already consumed by pool "
+                    f"{owner[queue]!r} (CELERYKIT_{owner[queue].upper()}_QUEUES); a queue belongs to one pool"
+                )
+            owner[queue] = name
+        pools.append(pool)
+    broker_connection_max_retries(env)
+    level = env.str("CELERYKIT_LOG_LEVEL", "INFO")
+    if level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"CELERYKIT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    ports = {
+        name: env.port(name, default)
+        for name, default in (("CELERYKIT_HTTPS_PORT", 8443), ("CELERYKIT_HTTP_PORT", 8080))
+    }
+    if len(set(ports.values())) != len(ports):
+        raise ConfigError(
+            f"CELERYKIT_HTTPS_PORT and CELERYKIT_HTTP_PORT must differ, both are {ports['CELERYKIT_HTTPS_PORT']}"
+        )
+    user = env.str("CELERYKIT_FLOWER_USER", "admin")
+    if ":" in user or "," in user:
+        raise ConfigError("CELERYKIT_FLOWER_USER must not contain ':' or ','")
+    env.int("CELERYKIT_FLOWER_MAX_TASKS", FLOWER_MAX_TASKS)
+    env.int("CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS", 15000, minimum=1000)
+    env.int("CELERYKIT_FLOWER_PURGE_OFFLINE_WORKERS", 600, minimum=0)
+    return pools
+
+
+def main() -> int:
+    """`python -m celerykit.settings`: check the deployment's settings (exit 78 with the reason)."""
+    import sys
+
+    try:
+        pools = check_deployment(Env.current())
+    except ConfigError as error:
+        print(f"celerykit: configuration error: {error}", file=sys.stderr)
+        return 78
+    described = "; ".join(f"{p.name}: {','.join(p.queues)} c={p.concurrency}" for p in pools)
+    print(f"celerykit: settings are valid ({described})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
