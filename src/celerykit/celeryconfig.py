@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from celerykit.settings import SOFT_TIME_LIMIT, TIME_LIMIT, Env, Redis, visibility_timeout
+from celerykit.settings import (
+    SOFT_TIME_LIMIT,
+    TIME_LIMIT,
+    Env,
+    Redis,
+    broker_connection_max_retries,
+    visibility_timeout,
+)
 
 
 def kit_settings(env: Env) -> dict[str, Any]:
@@ -17,6 +24,9 @@ def kit_settings(env: Env) -> dict[str, Any]:
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
+        # After this many failed reconnections a worker exits; its service manager (compose's
+        # restart policy, systemd's Restart=) starts it again.
+        "broker_connection_max_retries": broker_connection_max_retries(env),
         # A task that runs long when the broker connection drops would be redelivered and run twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # JSON only: pickle lets whoever can write to the broker run code on the workers.

@@ -13,6 +13,12 @@ install -d -o redis -g redis -m 0700 /run/redis
 umask 077
 # The Celery user may do what a broker client does, but not administer, flush or reconfigure:
 # -@admin drops CONFIG, DEBUG, MODULE, SHUTDOWN...; -@dangerous drops FLUSHALL, FLUSHDB, KEYS...
-printf 'user default off\nuser %s on #%s ~* &* +@all -@admin -@dangerous\n' "$user" "$hash" >/run/redis/users.acl
+# The default user is off (no password, no login: unauthenticated clients get NOAUTH) but keeps
+# its permissions. Redis (7.0.15 in Debian 12; fixed upstream by redis/redis#14545) replays the
+# AOF as the default user and re-checks that user's ACL at each EXEC: with a permission-less
+# default user every MULTI/EXEC in the AOF (Celery results, kombu's requeues and acks) is
+# silently dropped on restart (redis/redis#14541).
+printf 'user default off resetpass ~* &* +@all\nuser %s on #%s ~* &* +@all -@admin -@dangerous\n' \
+  "$user" "$hash" >/run/redis/users.acl
 chown redis:redis /run/redis/users.acl
 exec setpriv --reuid=redis --regid=redis --init-groups redis-server /etc/redis/celerykit.conf "$@"

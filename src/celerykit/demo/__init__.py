@@ -20,6 +20,7 @@ app.conf.task_routes = {
     "celerykit.demo.report": {"queue": "medium_priority"},
     "celerykit.demo.bulk": {"queue": "low_priority"},
     "celerykit.demo.sleep": {"queue": "low_priority"},
+    "celerykit.demo.tally": {"queue": "low_priority"},
     "celerykit.demo.flaky": {"queue": "default"},
     "celerykit.demo.heartbeat": {"queue": "default"},
 }
@@ -55,6 +56,24 @@ def bulk(self, payload=None):
 def sleep(self, seconds: float = 1.0):
     time.sleep(seconds)
     return {**_where(self), "slept": seconds}
+
+
+@app.task(bind=True, name="celerykit.demo.tally")
+def tally(self, seconds: float = 0.0):
+    """Count this task id's executions in the result backend, sleep, return the count.
+
+    Fault drills send it (to any queue) and read the result from Flower: `runs` counts the starts
+    (2 = started again after its worker died), `completions` the runs that got to the end
+    (2 = executed twice). The counter lives in Redis, so it survives the worker that ran the task.
+    """
+    key = f"celerykit:tally:{self.request.id}"
+    client = self.app.backend.client
+    runs = client.incr(key)
+    client.expire(key, 86400)
+    time.sleep(seconds)
+    completions = client.incr(key + ":done")
+    client.expire(key + ":done", 86400)
+    return {**_where(self), "runs": int(runs), "completions": int(completions), "slept": seconds}
 
 
 @app.task(bind=True, name="celerykit.demo.heartbeat")
