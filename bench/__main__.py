@@ -1,0 +1,94 @@
+"""Run the benchmarks against a fresh compose stack and record the figures.
+
+    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput]
+
+Each benchmark prints the kit's figures next to the baseline's and writes bench/results/<name>.json
+(quick runs: bench/results-quick/). A full run of all five also rewrites the table in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from bench import flower_memory, lifecycle, machine, priority, proxy, report, throughput
+from bench.sizes import FULL, QUICK, Sizes
+from bench.stack import ROOT, Stack
+
+NAMES = ("lifecycle", "flower", "proxy", "priority", "throughput")
+RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
+    "flower": flower_memory.run,
+    "proxy": proxy.run,
+    "priority": priority.run,
+    "throughput": throughput.run,
+}
+RENDER = {key: renderer for key, _, renderer in report.SECTIONS}
+
+
+def _print_table(name: str, result: dict) -> None:
+    if "error" in result:
+        print(f"== {name}: FAILED: {result['error']}", flush=True)
+        return
+    print(f"== {name}", *RENDER[name](result), sep="\n", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {' '.join(NAMES)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    args = parser.parse_args()
+    names = args.names or list(NAMES)
+    if unknown := set(names) - set(NAMES):
+        parser.error(f"unknown benchmark(s): {' '.join(sorted(unknown))}")
+    sizes = QUICK if args.quick else FULL
+    out = ROOT / "bench" / ("results-quick" if args.quick else "results")
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = time.monotonic()
+    run: dict = {"started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "sizes": sizes.name}
+    run["repeats"] = sizes.repeats
+    results: dict[str, dict] = {}
+    stack = Stack.create()
+    life: dict = {}
+    try:
+        print(f"building images ({'cold' if sizes.cold_build else 'cached'}) and starting the stack", flush=True)
+        life["build"] = lifecycle.build(stack, sizes)
+        life["up"] = lifecycle.up(stack)
+        print(f"  build {life['build']['build_s']} s, up to healthy {life['up']['up_s']} s", flush=True)
+        run["machine"] = machine.describe(stack)
+        for name in (n for n in NAMES if n in names and n in RUNNERS):
+            print(f"running {name}", flush=True)
+            try:
+                results[name] = RUNNERS[name](stack, sizes)
+            except Exception as error:
+                traceback.print_exc()
+                results[name] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+            _print_table(name, results[name])
+        if "lifecycle" in names:
+            print("running pool restart", flush=True)
+            life["restart"] = lifecycle.restart(stack, sizes)
+            results["lifecycle"] = life
+            _print_table("lifecycle", life)
+    finally:
+        if not args.keep:
+            stack.cleanup()
+    run["duration_s"] = round(time.monotonic() - started, 1)
+    run["sizes_detail"] = asdict(sizes)
+    for name, result in results.items():
+        (out / f"{name}.json").write_text(json.dumps({"run": run, name: result}, indent=2) + "\n")
+    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    print(f"whole run: {run['duration_s'] / 60:.1f} min; results in {out.relative_to(ROOT)}/", flush=True)
+    if not args.quick and set(names) == set(NAMES):
+        report.update(ROOT / "docs" / "benchmarks.md", run, results)
+        print("docs/benchmarks.md updated", flush=True)
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

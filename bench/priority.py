@@ -1,0 +1,72 @@
+"""Benchmark 1, priority isolation: enqueue->start latency of high-priority probes under a low-priority backlog.
+
+Same load on the kit (three pools, 2+2+1 processes: with its current defaults, and with the recommended
+10000 tasks per child) and on the baseline (one worker, Celery's defaults, concurrency 5, every queue),
+one after the other in each round.
+"""
+
+from __future__ import annotations
+
+from bench import modes
+from bench.sizes import Sizes
+from bench.stack import Stack
+from bench.stats import median, ratio, summary
+
+BASELINE_CONCURRENCY = 5  # the kit's 2 + 2 + 1
+SIDES = ("kit", "kit-mtpc", "baseline")
+PCTS = ("p50", "p95", "p99")
+
+
+def _round(stack: Stack, app: str, sizes: Sizes) -> dict:
+    raw = stack.client(
+        *("--app", app, "priority", "--backlog", str(sizes.backlog), "--probes", str(sizes.probes)),
+        *("--interval", str(sizes.probe_interval)),
+        timeout=900,
+    )
+    latencies = raw.pop("latencies_ms")
+    return {**raw, **summary(latencies)}
+
+
+def run(stack: Stack, sizes: Sizes) -> dict:
+    rounds = []
+    for _ in range(sizes.repeats):
+        figures = {}
+        modes.kit(stack)
+        figures["kit"] = _round(stack, "kit", sizes)
+        modes.kit(stack, modes.RECOMMENDED)
+        figures["kit-mtpc"] = _round(stack, "kit", sizes)
+        modes.baseline(stack, BASELINE_CONCURRENCY)
+        figures["baseline"] = _round(stack, "baseline", sizes)
+        rounds.append(figures)
+        print("  priority round: " + ", ".join(f"{s} p95 {f['p95']:.1f} ms" for s, f in figures.items()), flush=True)
+    modes.kit(stack)
+    result: dict = {"rounds": rounds, "backlog": sizes.backlog, "probes": sizes.probes}
+    for side in SIDES:
+        result[side] = {p: median([r[side][p] for r in rounds]) for p in (*PCTS, "max")}
+        result[side]["completed"] = min(r[side]["completed"] for r in rounds)
+        result[side]["low_queue_after_probes"] = min(r[side]["low_queue_after_probes"] for r in rounds)
+    # Ratios per round (same run), then their median.
+    for side in ("kit", "kit-mtpc"):
+        result[f"baseline_over_{side}"] = {
+            p: median([ratio(r["baseline"][p], r[side][p]) for r in rounds]) for p in PCTS
+        }
+    return result
+
+
+def render(result: dict) -> list[str]:
+    kit, rec, base = result["kit"], result["kit-mtpc"], result["baseline"]
+    r1, r2 = result["baseline_over_kit"], result["baseline_over_kit-mtpc"]
+    lines = [
+        f"| enqueue→start, {result['probes']} probes under {result['backlog']:,} queued 1-s tasks | kit, current "
+        "defaults | kit, 10000 tasks/child | baseline (1 worker, c=5) | baseline ÷ kit (current / recommended) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for p in PCTS:
+        lines.append(f"| {p} | {kit[p]:.1f} ms | {rec[p]:.1f} ms | {base[p]:.1f} ms | {r1[p]:.0f}x / {r2[p]:.0f}x |")
+    lines += [
+        f"| max | {kit['max']:.1f} ms | {rec['max']:.1f} ms | {base['max']:.1f} ms | |",
+        f"| probes completed (worst round) | {kit['completed']} | {rec['completed']} | {base['completed']} | |",
+        f"| low_priority backlog left after the probes (worst round) | {kit['low_queue_after_probes']:,} | "
+        f"{rec['low_queue_after_probes']:,} | {base['low_queue_after_probes']:,} | |",
+    ]
+    return lines

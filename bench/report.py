@@ -1,0 +1,57 @@
+"""Write the results table into docs/benchmarks.md, between markers; the prose around it is kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bench import flower_memory, lifecycle, priority, proxy, throughput
+
+START = "<!-- results:start (written by bench/run; edit the text around it, not inside) -->"
+END = "<!-- results:end -->"
+
+SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
+    ("priority", "1. Priority isolation", priority.render),
+    ("throughput", "2. Throughput and the cost of reliability", throughput.render),
+    ("flower", "3. Flower memory and API speed", flower_memory.render),
+    ("proxy", "4. Proxy overhead", proxy.render),
+    ("lifecycle", "5. Stack lifecycle", lifecycle.render),
+]
+
+
+def machine_lines(run: dict) -> list[str]:
+    m = run["machine"]
+    return [
+        f"Run of {run['started']} (sizes: {run['sizes']}, {run['repeats']} rounds each, medians; "
+        f"whole run {run['duration_s'] / 60:.1f} min).",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        f"| CPU | {m['cores']} cores, {m['cpu']} (a shared VM: other jobs ran on it at the same time) |",
+        f"| memory | {m['memory_gib']} GiB |",
+        f"| OS | {m['os']}, kernel {m['kernel']} |",
+        f"| Docker / compose | {m['docker']} / {m['compose']} |",
+        f"| images | Python {m['python']}, Celery {m['celery']}, kombu {m['kombu']}, Flower {m['flower']}, "
+        f"redis-py {m['redis']}; Redis {m['redis_server']}; nginx {m['nginx']} |",
+        f"| client | {m['wrk']} |",
+    ]
+
+
+def render(run: dict, results: dict[str, dict]) -> str:
+    lines = [START, "", *machine_lines(run)]
+    for key, title, renderer in SECTIONS:
+        lines += ["", f"### {title}", ""]
+        if key in results and "error" not in results[key]:
+            lines += renderer(results[key])
+        else:
+            lines.append(f"Not measured in this run: {results.get(key, {}).get('error', 'not selected')}")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def update(doc: Path, run: dict, results: dict[str, dict]) -> None:
+    block = render(run, results)
+    text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(head + block + tail)

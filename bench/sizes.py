@@ -1,0 +1,45 @@
+"""How big each benchmark is: the sizes the issue names, and a quick mode for development."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    name: str
+    repeats: int  # rounds of each kit/baseline pair; figures are medians over rounds
+    backlog: int  # one-second tasks waiting in low_priority during the priority probes
+    probes: int  # no-op probes sent to high_priority, one every `probe_interval` seconds
+    probe_interval: float
+    throughput_tasks: int
+    throughput_repeats: int  # rounds of all throughput variants (each round takes minutes at full size)
+    flower_checkpoints: tuple[int, ...]  # task counts (4 events each) at which Flower's RSS is read
+    wrk_seconds: int
+    cold_build: bool
+
+
+FULL = Sizes(
+    name="full",
+    repeats=3,
+    backlog=5000,
+    probes=500,
+    probe_interval=0.02,
+    throughput_tasks=20000,
+    throughput_repeats=1,
+    flower_checkpoints=(10000, 50000, 100000),
+    wrk_seconds=8,
+    cold_build=True,
+)
+QUICK = Sizes(
+    name="quick",
+    repeats=1,
+    backlog=300,
+    probes=50,
+    probe_interval=0.02,
+    throughput_tasks=1000,
+    throughput_repeats=1,
+    flower_checkpoints=(1000, 3000, 5000),
+    wrk_seconds=3,
+    cold_build=False,
+)
