@@ -1,0 +1,83 @@
+"""What the verify tests need from a Molecule-deployed inventory: its hosts, the pools each worker
+host was asked to run, and a client for the HTTPS proxy in front of Flower.
+
+The expectations come from the inventory (what the user asked for), the observations from the
+hosts and from outside (what they do). Molecule runs these with `--connection=ansible` and its
+inventory; MOLECULE_INVENTORY_FILE names that inventory.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import testinfra
+
+from celerykit.settings import DEFAULT_POOLS
+from celerykit.verify.target import Target
+
+INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+
+
+def hosts(group: str) -> list[testinfra.host.Host]:
+    return testinfra.get_hosts([f"ansible://{group}"], ansible_inventory=INVENTORY)
+
+
+def pools_of(host: testinfra.host.Host) -> dict[str, tuple[str, ...]]:
+    """Pool name -> queues, as the inventory asks of this worker host (the role's default otherwise)."""
+    pools = host.ansible.get_variables().get("celerykit_worker_pools")
+    if pools is None:
+        return {name: queues for name, (queues, _) in DEFAULT_POOLS.items()}
+    return {pool["name"]: tuple(pool["queues"]) for pool in pools}
+
+
+def expected_workers() -> dict[str, tuple[str, ...]]:
+    """Worker name (pool@hostname) -> queues, for every worker host of the inventory."""
+    return {
+        f"{pool}@{host.check_output('hostname')}": queues
+        for host in hosts("celery_workers")
+        for pool, queues in pools_of(host).items()
+    }
+
+
+def unit_names(host: testinfra.host.Host) -> list[str]:
+    """The units the inventory puts on this host."""
+    groups = set(host.ansible.get_variables().get("group_names", []))
+    units = []
+    if "redis" in groups:
+        units.append("redis-server")
+    if "celery_workers" in groups:
+        units += [f"celery-worker@{pool}" for pool in pools_of(host)]
+    if "celery_beat" in groups:
+        units.append("celery-beat")
+    if "flower" in groups:
+        units += ["flower", "nginx"]
+    return units
+
+
+def templated(host: testinfra.host.Host, variable: str) -> str:
+    """A variable of this host as Ansible renders it (lookups and vault included)."""
+    return host.ansible("debug", f"var={variable}", check=False)[variable]
+
+
+@pytest.fixture(scope="session")
+def flower_host() -> testinfra.host.Host:
+    (host,) = hosts("flower")
+    return host
+
+
+@pytest.fixture(scope="session")
+def proxy(flower_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFactory) -> Target:
+    """The proxy as a client outside the hosts sees it: the host's address, its certificate as CA."""
+    address = flower_host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca_file.write_text(flower_host.file("/etc/nginx/celerykit-tls/tls.crt").content_string)
+    secrets = "/etc/celerykit/secrets"
+    variables = flower_host.ansible.get_variables()
+    return Target(
+        url=f"https://{address['address']}",
+        http_url=f"http://{address['address']}",
+        user=variables.get("celerykit_flower_user", "admin"),
+        password=flower_host.file(f"{secrets}/flower_password").content_string.strip(),
+        ca_file=str(ca_file),
+    )

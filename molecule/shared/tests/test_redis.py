@@ -1,0 +1,38 @@
+"""Redis refuses anonymous clients, lets the Celery user in, and denies it admin commands."""
+
+import pytest
+from conftest import templated
+
+testinfra_hosts = ["ansible://redis"]
+
+
+def redis_cli(host, *args, password=None):
+    auth = f"REDISCLI_AUTH={password!s} " if password else ""
+    user = "--user celery " if password else ""
+    return host.run(f"{auth}redis-cli --no-auth-warning {user}-h 127.0.0.1 " + " ".join(args))
+
+
+def test_anonymous_clients_are_refused(host):
+    assert "NOAUTH" in redis_cli(host, "ping").stdout
+
+
+def test_the_celery_user_gets_in(host):
+    assert redis_cli(host, "ping", password=templated(host, "celerykit_redis_password")).stdout.strip() == "PONG"
+
+
+@pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB", "CONFIG GET requirepass", "SHUTDOWN NOSAVE"])
+def test_the_celery_user_cannot_administer(host, command):
+    result = redis_cli(host, command, password=templated(host, "celerykit_redis_password"))
+    assert "NOPERM" in result.stdout, result.stdout
+
+
+def test_debug_is_refused(host):
+    """Redis 7 turns DEBUG off for everyone (enable-debug-command no) before ACLs are consulted."""
+    result = redis_cli(host, "DEBUG SLEEP 0", password=templated(host, "celerykit_redis_password"))
+    assert "DEBUG command not allowed" in result.stdout or "NOPERM" in result.stdout, result.stdout
+
+
+def test_redis_keeps_an_append_only_file(host):
+    """AOF is on: Redis 7 keeps its base and incremental files under appendonlydir."""
+    files = host.check_output("ls /var/lib/redis/appendonlydir").split()
+    assert any(f.endswith(".incr.aof") for f in files), files
