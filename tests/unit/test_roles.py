@@ -4,6 +4,8 @@ Python defaults and with the compose stack: the same knowledge, written once or 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,10 @@ def test_well_known_passwords_are_one_list_for_services_and_roles():
     assert frozenset(listed) == settings.WELL_KNOWN_PASSWORDS
     for role in ("celerykit_app", "celerykit_redis", "celerykit_flower"):
         assert "well_known_passwords.txt" in (ROOT / "roles" / role / "tasks" / "validate.yml").read_text(), role
+
+
+def test_readme_role_tables_are_generated_from_the_argument_specs():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "role_docs.py"), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
