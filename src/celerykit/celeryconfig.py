@@ -46,6 +46,9 @@ def kit_settings(env: Env) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_track_started": True,
+        # Beat writes its schedule after every periodic task it sends (Celery's default: every
+        # 3 minutes), so a Beat killed right after sending one does not send it again on restart.
+        "beat_sync_every": 1,
         "task_default_queue": "default",
         "result_expires": 86400,
     }

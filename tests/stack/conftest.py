@@ -141,13 +141,16 @@ def make_test_ca(directory: Path) -> Path:
     ext.write_text(
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"
+        # A revocation URI (never fetched) and a year's validity, as a real certificate has:
+        # checkers flag a certificate without either, whatever the server does.
+        "crlDistributionPoints=URI:http://127.0.0.1:9/celerykit-test-ca.crl\n"
     )
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", *ec, "-days", "30", "-subj", "/CN=celerykit test CA", "-keyout", ca_key, "-out", ca_crt,
+    run("req", "-x509", *ec, "-days", "398", "-subj", "/CN=celerykit test CA", "-keyout", ca_key, "-out", ca_crt,
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
     run("req", *ec, "-subj", "/CN=localhost", "-keyout", key, "-out", csr)
-    run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "30",
+    run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-days", "398",
         "-extfile", ext, "-out", crt)  # fmt: skip
     for path in (ca_key, key):
         path.chmod(0o600)

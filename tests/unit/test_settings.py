@@ -1,12 +1,13 @@
 """Settings validation: every bad value is refused with the variable's name."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from celerykit.celeryconfig import kit_settings
 from celerykit.services import worker_command
-from celerykit.settings import ConfigError, Env, Pool
+from celerykit.settings import DEFAULT_POOLS, ConfigError, Env, Pool, check_deployment
 
 
 @pytest.fixture
@@ -72,3 +73,41 @@ def test_kit_settings_keep_visibility_timeout_consistent_and_json_only(base_env)
 def test_pool_defaults(base_env):
     pool = Pool.from_env(Env(base_env))
     assert (pool.time_limit, pool.soft_time_limit, pool.max_tasks_per_child) == (3600, 3300, 100)
+
+
+def test_broker_retry_budget_defaults_to_celerys_and_is_validated(base_env):
+    assert kit_settings(Env(base_env))["broker_connection_max_retries"] == 100
+    assert (
+        kit_settings(Env({**base_env, "CELERYKIT_BROKER_CONNECTION_MAX_RETRIES": "3"}))["broker_connection_max_retries"]
+        == 3
+    )
+    with pytest.raises(ConfigError, match="CELERYKIT_BROKER_CONNECTION_MAX_RETRIES must be at least 1, got 0"):
+        kit_settings(Env({**base_env, "CELERYKIT_BROKER_CONNECTION_MAX_RETRIES": "0"}))
+
+
+def test_beat_writes_its_schedule_after_every_task_it_sends(base_env):
+    assert kit_settings(Env(base_env))["beat_sync_every"] == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"CELERYKIT_HIGH_CONCURRENCY": "0"}, "pool 'high': CELERYKIT_HIGH_CONCURRENCY must be between 1 and 256"),
+        ({"CELERYKIT_LOW_QUEUES": "low priority"}, "CELERYKIT_LOW_QUEUES: 'low priority' is not a valid queue name"),
+        ({"CELERYKIT_MEDIUM_QUEUES": "default,high_priority"}, "queue 'high_priority' is already consumed by pool"),
+        ({"CELERYKIT_SOFT_TIME_LIMIT": "4000"}, "CELERYKIT_SOFT_TIME_LIMIT (4000) must be below CELERYKIT_TIME_LIMIT"),
+        ({"CELERYKIT_VISIBILITY_TIMEOUT": "3000"}, "CELERYKIT_TIME_LIMIT (3600) must be below CELERYKIT_VISIBILITY"),
+        ({"CELERYKIT_LOG_LEVEL": "chatty"}, "CELERYKIT_LOG_LEVEL must be one of"),
+        ({"CELERYKIT_HTTPS_PORT": "8080"}, "CELERYKIT_HTTPS_PORT and CELERYKIT_HTTP_PORT must differ"),
+        ({"CELERYKIT_HTTP_PORT": "65536"}, "CELERYKIT_HTTP_PORT must be between 1 and 65535"),
+        ({"CELERYKIT_BROKER_CONNECTION_MAX_RETRIES": "-1"}, "CELERYKIT_BROKER_CONNECTION_MAX_RETRIES must be"),
+    ],
+)
+def test_deployment_check_names_the_variable_the_user_sets(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_deployment(Env(overrides))
+
+
+def test_deployment_check_accepts_the_kits_defaults():
+    pools = check_deployment(Env({}))
+    assert {p.name: (p.queues, p.concurrency) for p in pools} == DEFAULT_POOLS
