@@ -16,8 +16,8 @@ umask 077
 # The default user is off (no password, no login: unauthenticated clients get NOAUTH) but keeps
 # its permissions. Redis (7.0.15 in Debian 12; fixed upstream by redis/redis#14545) replays the
 # AOF as the default user and re-checks that user's ACL at each EXEC: with a permission-less
-# default user every MULTI/EXEC in the AOF (Celery results, kombu's requeues and acks) is
-# silently dropped on restart (redis/redis#14541).
+# default user, transactions in the AOF (kombu's unacked bookkeeping, requeues and acks among
+# them) are silently dropped on restart and requeued tasks vanish (redis/redis#14541).
 printf 'user default off resetpass ~* &* +@all\nuser %s on #%s ~* &* +@all -@admin -@dangerous\n' \
   "$user" "$hash" >/run/redis/users.acl
 chown redis:redis /run/redis/users.acl
