@@ -114,3 +114,11 @@ def test_readme_role_tables_are_generated_from_the_argument_specs():
         [sys.executable, str(ROOT / "scripts" / "role_docs.py"), "--check"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_redis_acl_rules_are_the_same_on_hosts_and_in_compose():
+    """The role's ACL template and the compose image's printf format say the same, user and hash aside."""
+    role = (ROOT / "roles/celerykit_redis/templates/etc/redis/users.acl.j2").read_text()
+    as_printf = re.sub(r"\{\{.*?\}\}", "%s", role).rstrip("\n").replace("\n", "\\n")
+    assert "user default off resetpass ~* &* +@all" in role
+    assert f"'{as_printf}\\n'" in (ROOT / "compose/images/redis/entrypoint.sh").read_text()
