@@ -8,7 +8,11 @@ inventory; MOLECULE_INVENTORY_FILE names that inventory.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import testinfra
@@ -17,6 +21,9 @@ from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify.target import Target
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
+ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[2])
+# The fault drills are shared with the compose tests.
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 
 def hosts(group: str) -> list[testinfra.host.Host]:
@@ -81,3 +88,32 @@ def proxy(flower_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFac
         password=flower_host.file(f"{secrets}/flower_password").content_string.strip(),
         ca_file=str(ca_file),
     )
+
+
+def playbook(*args: str, extra_vars: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    """Run playbooks/site.yml on the scenario's inventory (plus `args`), as an operator would."""
+    command = ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / "site.yml"), *args]
+    if extra_vars is not None:
+        assert tmp is not None
+        path = tmp / "extra-vars.json"
+        path.write_text(json.dumps(extra_vars))
+        command += ["-e", f"@{path}"]
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+def secrets(host: testinfra.host.Host) -> dict[str, str]:
+    """The secret values this host holds: files under /etc/celerykit/secrets and the inventory's passwords."""
+    found = {}
+    listing = host.run("find /etc/celerykit/secrets -type f 2>/dev/null").stdout.split()
+    for path in listing:
+        found[path] = host.file(path).content_string.strip()
+    for variable in ("celerykit_redis_password", "celerykit_app_redis_password", "celerykit_flower_password"):
+        value = templated(host, variable)
+        if isinstance(value, str) and "VARIABLE IS NOT DEFINED" not in value:
+            found[variable] = value.strip()
+    return {name: value for name, value in found.items() if len(value) >= 8}
+
+
+def all_secrets() -> set[str]:
+    return {value for host in hosts("all") for value in secrets(host).values()}

@@ -1,0 +1,172 @@
+"""Faults and changes that need other settings than the converged ones, on the all-in-one host.
+
+The module converges once with settings made for the drills, then converges back with the
+scenario's own inventory (and checks that run: it succeeds, prints no secret, every unit runs):
+
+- the first pool is removed from the list: its unit must be stopped and disabled;
+- the smallest visibility timeout the kit accepts (60 s, pool time limits below it): a worker's
+  main process SIGKILLed leaves its running tasks unacknowledged in Redis; they come back after
+  the visibility timeout (with the default 7200 s: two hours later, never lost but late);
+- a retry budget of 2 broker reconnections (Celery's default is 100): a broker outage longer
+  than that ends the workers, systemd starts them again and they consume once Redis is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import drills
+import pytest
+import testinfra
+from conftest import all_secrets, hosts, playbook, pools_of, unit_names
+
+from celerykit.verify import checks
+from celerykit.verify.target import Target
+
+VISIBILITY_TIMEOUT = 60
+MAX_RETRIES = 2
+
+
+class Reconfigured:
+    def __init__(self, host: testinfra.host.Host, removed: str, removed_queues: tuple[str, ...], pools: dict):
+        self.host = host
+        self.removed = removed
+        self.removed_queues = removed_queues
+        self.pools = pools
+
+
+def state(host: testinfra.host.Host, unit: str) -> dict[str, str]:
+    out = host.check_output(f"systemctl show {unit} -p MainPID -p NRestarts -p ActiveState -p SubState")
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def wait_units_running(host: testinfra.host.Host, units: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {unit: state(host, unit)["SubState"] for unit in units}
+        if set(states.values()) == {"running"}:
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+
+
+def wait_flower(proxy: Target, timeout: float = 120) -> None:
+    """Flower (restarted by a converge that changed the app's settings) answers through the proxy."""
+    deadline = time.monotonic() + timeout
+    while not checks.auth_accepted(proxy):
+        assert time.monotonic() < deadline, "Flower does not answer"
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Iterator[Reconfigured]:
+    (host,) = hosts("celery_workers")
+    current = pools_of(host)
+    removed = next(iter(current))
+    kept = {name: queues for name, queues in current.items() if name != removed}
+    extra = {
+        "celerykit_app_visibility_timeout": VISIBILITY_TIMEOUT,
+        "celerykit_app_broker_connection_max_retries": MAX_RETRIES,
+        "celerykit_worker_pools": [
+            {"name": name, "queues": list(queues), "concurrency": 2, "time_limit": 50, "soft_time_limit": 45}
+            for name, queues in kept.items()
+        ],
+    }
+    tmp = tmp_path_factory.mktemp("reconfigure")
+    start = time.monotonic()
+    result = playbook(extra_vars=extra, tmp=tmp)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    drills.record("systemd-reconfigure", removed_pool=removed, converge_s=round(time.monotonic() - start, 1))
+    wait_flower(proxy)
+    try:
+        yield Reconfigured(host, removed, current[removed], kept)
+    finally:
+        host.run("systemctl start redis-server")
+        start = time.monotonic()
+        restored = playbook()
+        output = restored.stdout + restored.stderr
+        drills.record("systemd-restore", converge_s=round(time.monotonic() - start, 1))
+        assert restored.returncode == 0, output[-5000:]
+        assert not [value for value in all_secrets() if value in output], "a secret appears in the playbook's output"
+        for node in hosts("all"):
+            wait_units_running(node, unit_names(node))
+        wait_flower(proxy)
+
+
+def test_a_removed_pool_is_stopped_and_disabled(reconfigured: Reconfigured, proxy: Target):
+    host, unit = reconfigured.host, f"celery-worker@{reconfigured.removed}"
+    assert not host.service(unit).is_running
+    assert host.run(f"systemctl is-enabled {unit}").stdout.strip() != "enabled"
+    assert not host.file(f"/etc/celerykit/pools/{reconfigured.removed}.env").exists
+    wait_units_running(host, [f"celery-worker@{name}" for name in reconfigured.pools])
+    # Its queue has no consumer left: a task sent there waits (run by the pool once it is back).
+    probe = checks.send_probe(proxy, reconfigured.removed_queues[0])
+    assert drills.settle(proxy, [probe], timeout=10).lost == [probe]
+
+
+def test_a_killed_worker_main_process_loses_no_task(reconfigured: Reconfigured, proxy: Target):
+    """Fault 1 (main process): SIGKILL a pool's main process while its 2 processes run long tasks
+    (2 more queued). systemd restarts the pool; the queued tasks run at once, the two that were
+    running come back after the visibility timeout and run again: started twice, finished once."""
+    host = reconfigured.host
+    pool, queues = next(iter(reconfigured.pools.items()))
+    unit = f"celery-worker@{pool}"
+    before = int(state(host, unit)["NRestarts"])
+    outcome = drills.kill_drill(
+        proxy,
+        queue=queues[0],
+        running=2,
+        queued=2,
+        seconds=10,
+        inject=lambda: host.check_output(f"systemctl kill --signal=SIGKILL --kill-whom=main {unit}"),
+        timeout=VISIBILITY_TIMEOUT + 120,
+    )
+    restarts = int(state(host, unit)["NRestarts"]) - before
+    drills.record(
+        "systemd-fault1-kill-worker-main-process",
+        visibility_timeout=VISIBILITY_TIMEOUT,
+        systemd_restarts=restarts,
+        **outcome.summary(),
+    )
+    assert restarts == 1
+    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
+    assert len(outcome.restarted) == 2, outcome.summary()  # the two that were running
+    assert outcome.seconds >= VISIBILITY_TIMEOUT  # they came back through the visibility timeout
+
+
+def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(
+    reconfigured: Reconfigured, proxy: Target
+):
+    """Fault 6: redis-server stopped until every pool gave up reconnecting (2 retries) and systemd
+    restarted it; once Redis is back each pool consumes within 30 s and runs every task sent."""
+    host = reconfigured.host
+    (redis,) = hosts("redis")
+    units = [f"celery-worker@{pool}" for pool in reconfigured.pools]
+    before = {unit: int(state(host, unit)["NRestarts"]) for unit in units}
+    stopped = time.monotonic()
+    redis.check_output("systemctl stop redis-server")
+    try:
+        deadline = time.monotonic() + 300
+        while any(int(state(host, unit)["NRestarts"]) == before[unit] for unit in units):
+            assert time.monotonic() < deadline, "workers kept waiting for the broker beyond their retry budget"
+            time.sleep(1)
+        gave_up = time.monotonic() - stopped
+    finally:
+        redis.check_output("systemctl start redis-server")
+    restarted_at = time.time()
+    queues = sorted({queue for queues in reconfigured.pools.values() for queue in queues})
+    resumed = drills.resume_seconds(proxy, queues, since=restarted_at, timeout=180)
+    sent = drills.send_tallies(proxy, 10, queues[0])
+    outcome = drills.settle(proxy, sent, timeout=60)
+    restarts = {unit: int(state(host, unit)["NRestarts"]) - before[unit] for unit in units}
+    drills.record(
+        "systemd-fault6-broker-outage-beyond-retry-budget",
+        max_retries=MAX_RETRIES,
+        all_pools_restarted_after_s=round(gave_up, 1),
+        systemd_restarts=restarts,
+        resume_seconds=resumed,
+        **outcome.summary(),
+    )
+    assert max(resumed.values()) <= 30, resumed
+    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
