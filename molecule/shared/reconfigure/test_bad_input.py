@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import drills
 import pytest
 import testinfra
 from conftest import all_secrets, hosts, playbook
@@ -154,5 +155,5 @@ def test_a_second_beat_host_is_refused(before: dict[str, str], secret_values: se
 
 def test_the_cases_cover_enough_settings():
     settings = {setting for _, _, setting, _ in CASES}
-    print(f"\nbad inputs: {len(CASES) + 1} cases over {len(settings) + 1} settings")
+    drills.record("systemd-bad-inputs", cases=len(CASES) + 1, settings=len(settings) + 1)
     assert len(CASES) + 1 >= 20

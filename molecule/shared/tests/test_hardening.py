@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import drills
 import pytest
 import testinfra
 from conftest import hosts, secrets, unit_names
@@ -60,7 +61,7 @@ def kit_written(host: testinfra.host.Host, unit: str) -> str:
 def test_unit_exposure_is_ok(node: testinfra.host.Host, unit: str):
     shipped, report = score_as_shipped(node, unit)
     running = exposure(node.check_output(f"systemd-analyze security --no-pager {unit}.service"))
-    print(f"\nexposure {node.backend.host}:{unit}: shipped {shipped} (target <= {TARGET}), in this container {running}")
+    drills.record(f"systemd-exposure-{node.backend.host}-{unit}", shipped=shipped, in_container=running, target=TARGET)
     assert shipped <= TARGET, report
     assert running <= TARGET
 
