@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what celerykit's stack and tests need on a Debian host that lacks it:
-# Docker engine, the compose v2 plugin and the Debian base image the Dockerfiles build FROM.
+# Docker engine, the compose v2 plugin and the Debian base image the Dockerfiles build FROM;
+# with --test-tools also the checkers the tests and benchmarks use (testssl.sh 3.2, wrk).
 # Idempotent and quiet when everything is already there. Run as root.
 #
 #   CELERYKIT_BASE_IMAGE   base image tag the Dockerfiles use (default debian:bookworm-slim)
@@ -19,6 +20,22 @@ apt_install() {
   [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+
+# Download one package of Debian 13 (trixie) into DIR through a throw-away apt state, leaving the
+# host's sources alone. Used for the few tools Debian 12 ships too old.
+trixie_updated=
+trixie_deb() {
+  local package=$1 dir=$2
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial"
+  echo "deb ${MIRROR} trixie main" >"$dir/trixie.list"
+  local apt_opts=(-o "Dir::Etc::SourceList=$dir/trixie.list" -o "Dir::Etc::SourceParts=-"
+                  -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::Archives=$dir/archives"
+                  -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
+  [ -n "$trixie_updated" ] || { apt-get "${apt_opts[@]}" update -qq; trixie_updated=1; }
+  (cd "$dir" && apt-get "${apt_opts[@]}" download "$package" >/dev/null)
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 # Docker engine ---------------------------------------------------------------------------
 if ! command -v dockerd >/dev/null 2>&1; then
@@ -39,18 +56,10 @@ fi
 
 # Compose v2 ------------------------------------------------------------------------------
 # Debian 12 ships only compose v1. Debian 13's docker-compose package carries the v2 plugin,
-# whose binary runs on Debian 12; fetch just that .deb through a throw-away apt state.
+# whose binary runs on Debian 12.
 if ! docker compose version >/dev/null 2>&1; then
   say "installing the compose v2 plugin from Debian trixie's docker-compose package"
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial"
-  echo "deb ${MIRROR} trixie main" >"$tmp/trixie.list"
-  apt_opts=(-o "Dir::Etc::SourceList=$tmp/trixie.list" -o "Dir::Etc::SourceParts=-"
-            -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives"
-            -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Sandbox::User=root")
-  apt-get "${apt_opts[@]}" update -qq
-  (cd "$tmp" && apt-get "${apt_opts[@]}" download docker-compose >/dev/null)
+  trixie_deb docker-compose "$tmp"
   dpkg-deb -x "$tmp"/docker-compose_*.deb "$tmp/x"
   install -D -m 0755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" "$PLUGIN_DIR/docker-compose"
   docker compose version >/dev/null
@@ -67,5 +76,18 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     debootstrap --variant=minbase "$suite" "$root" "$MIRROR" >/dev/null
     tar -C "$root" -c . | docker import - "$BASE_IMAGE" >/dev/null
     rm -rf "$root"
+  fi
+fi
+
+# Test tools ------------------------------------------------------------------------------
+# testssl.sh rates servers from 3.2 on (Debian 12 has 3.0): trixie's package is plain shell and
+# data, and its dependencies are in Debian 12. wrk drives the benchmarks.
+if [ "${1:-}" = --test-tools ]; then
+  command -v wrk >/dev/null 2>&1 || apt_install wrk
+  if ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' testssl.sh 2>/dev/null || echo 0)" ge 3.2; then
+    say "installing testssl.sh 3.2 from Debian trixie"
+    trixie_deb testssl.sh "$tmp"
+    [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$tmp"/testssl.sh_*.deb >/dev/null
   fi
 fi
