@@ -15,12 +15,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench import flower_memory, lifecycle, machine, priority, proxy, report, throughput
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stack import ROOT, Stack
 
-NAMES = ("lifecycle", "flower", "proxy", "priority", "throughput")
+NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput")  # in this order
 RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "flower": flower_memory.run,
     "proxy": proxy.run,
@@ -42,12 +43,17 @@ def main() -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {' '.join(NAMES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
+    parser.add_argument("--results", metavar="DIR", help="where to write the JSON results (default bench/results)")
     args = parser.parse_args()
     names = args.names or list(NAMES)
     if unknown := set(names) - set(NAMES):
         parser.error(f"unknown benchmark(s): {' '.join(sorted(unknown))}")
     sizes = QUICK if args.quick else FULL
-    out = ROOT / "bench" / ("results-quick" if args.quick else "results")
+    out = (
+        Path(args.results).resolve()
+        if args.results
+        else ROOT / "bench" / ("results-quick" if args.quick else "results")
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
@@ -84,7 +90,7 @@ def main() -> int:
         (out / f"{name}.json").write_text(json.dumps({"run": run, name: result}, indent=2) + "\n")
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     print(f"whole run: {run['duration_s'] / 60:.1f} min; results in {out.relative_to(ROOT)}/", flush=True)
-    if not args.quick and set(names) == set(NAMES):
+    if not args.quick and not args.results and set(names) == set(NAMES):
         report.update(ROOT / "docs" / "benchmarks.md", run, results)
         print("docs/benchmarks.md updated", flush=True)
     return 1 if any("error" in r for r in results.values()) else 0

@@ -57,9 +57,9 @@ def run(stack: Stack, sizes: Sizes) -> dict:
         }
         if wrk.available():
             point["api_direct"] = {
-                k: _api_p95(stack, stack.direct_url(s), sizes.wrk_seconds) for k, s in FLOWERS.items()
+                k: _api_p95(stack, stack.direct_url(s), sizes.api_seconds) for k, s in FLOWERS.items()
             }
-            point["api_nginx_kit"] = _api_p95(stack, stack.https_url, sizes.wrk_seconds)
+            point["api_nginx_kit"] = _api_p95(stack, stack.https_url, sizes.api_seconds)
         checkpoints.append(point)
         print(
             f"  flower at {published} tasks: kit {point['rss_kib']['kit'] / 1024:.0f} MiB, "

@@ -47,7 +47,7 @@ def describe(stack: Stack) -> dict:
         "kernel": platform.release(),
         "docker": _run("docker", "version", "--format", "{{.Server.Version}}"),
         "compose": _run("docker", "compose", "version", "--short"),
-        "wrk": _run("wrk", "--version"),
+        "wrk": _run("wrk", "--version").split(" Copyright")[0],
         "redis_server": redis.split(" v=")[1].split()[0] if " v=" in redis else redis,
         "nginx": nginx.rsplit("/", 1)[-1] if "/" in nginx else nginx,
         **versions,

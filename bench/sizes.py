@@ -16,6 +16,7 @@ class Sizes:
     throughput_repeats: int  # rounds of all throughput variants (each round takes minutes at full size)
     flower_checkpoints: tuple[int, ...]  # task counts (4 events each) at which Flower's RSS is read
     wrk_seconds: int
+    api_seconds: int  # per /api/tasks measurement: above Flower's 15-s state-save interval, so every window holds one
     cold_build: bool
 
 
@@ -29,6 +30,7 @@ FULL = Sizes(
     throughput_repeats=1,
     flower_checkpoints=(10000, 50000, 100000),
     wrk_seconds=8,
+    api_seconds=16,
     cold_build=True,
 )
 QUICK = Sizes(
@@ -41,5 +43,6 @@ QUICK = Sizes(
     throughput_repeats=1,
     flower_checkpoints=(1000, 3000, 5000),
     wrk_seconds=3,
+    api_seconds=3,
     cold_build=False,
 )
