@@ -8,24 +8,29 @@ scenario's own inventory (and checks that run: it succeeds, prints no secret, ev
   main process SIGKILLed leaves its running tasks unacknowledged in Redis; they come back after
   the visibility timeout (with the default 7200 s: two hours later, never lost but late);
 - a retry budget of 2 broker reconnections (Celery's default is 100): a broker outage longer
-  than that ends the workers, systemd starts them again and they consume once Redis is back.
+  than that ends the workers, systemd starts them again and they consume once Redis is back;
+- a user's app given as a wheel built on the controller plus a requirements file: both end up
+  in the services' virtualenv.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import drills
 import pytest
 import testinfra
-from conftest import all_secrets, hosts, playbook, pools_of, unit_names
+from conftest import ROOT, all_secrets, hosts, playbook, pools_of, unit_names
 
 from celerykit.verify import checks
 from celerykit.verify.target import Target
 
 VISIBILITY_TIMEOUT = 60
 MAX_RETRIES = 2
+SAMPLE_APP = ROOT / "tests" / "fixtures" / "sample_app"
 
 
 class Reconfigured:
@@ -74,6 +79,26 @@ def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Ite
         ],
     }
     tmp = tmp_path_factory.mktemp("reconfigure")
+    wheels = tmp / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-cache-dir",
+            "-w",
+            str(wheels),
+            str(SAMPLE_APP),
+        ],
+        check=True,
+        cwd=tmp,
+        capture_output=True,
+    )
+    extra["celerykit_app_wheels"] = [str(path) for path in wheels.glob("*.whl")]
+    extra["celerykit_app_requirements_file"] = str(SAMPLE_APP / "requirements.txt")
     start = time.monotonic()
     result = playbook(extra_vars=extra, tmp=tmp)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
@@ -170,3 +195,21 @@ def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(
     )
     assert max(resumed.values()) <= 30, resumed
     assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
+
+
+def test_the_apps_wheel_and_requirements_are_in_the_virtualenv(reconfigured: Reconfigured):
+    """The app as a wheel from the controller and its requirements file, installed where the services run."""
+    host = reconfigured.host
+    shown = host.check_output("/opt/celerykit/bin/pip show acme-tasks humanize")
+    versions = dict(
+        zip(
+            [line.split(": ", 1)[1] for line in shown.splitlines() if line.startswith("Name: ")],
+            [line.split(": ", 1)[1] for line in shown.splitlines() if line.startswith("Version: ")],
+            strict=True,
+        )
+    )
+    assert versions == {"acme-tasks": "1.0.0", "humanize": "4.12.3"}
+    size = host.check_output(
+        "/opt/celerykit/bin/python -c 'import acme_tasks, humanize; print(humanize.naturalsize(123456789))'"
+    )
+    assert size == "123.5 MB"
