@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Write the roles' configuration tables into README.md from their argument specs.
+"""Write the roles' configuration tables into README.md: types and meanings from each role's
+meta/argument_specs.yml, defaults from its defaults/main.yml (the kit's own defaults resolved from
+src/celerykit/defaults.py, where those roles' defaults come from).
 
 scripts/role_docs.py           rewrite the section between the role-docs markers
 scripts/role_docs.py --check   exit 1 if README.md is out of date (the unit tests run this)
@@ -7,6 +9,7 @@ scripts/role_docs.py --check   exit 1 if README.md is out of date (the unit test
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -14,8 +17,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from celerykit import defaults as kit  # noqa: E402
+
 README = ROOT / "README.md"
 START, END = "<!-- role-docs:start -->", "<!-- role-docs:end -->"
+KIT_DEFAULT = re.compile(r"^\{\{ lookup\('celerykit\.platform\.kit_default', '(\w+)'\) \}\}$")
 
 
 def cell(text: object) -> str:
@@ -25,31 +32,47 @@ def cell(text: object) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def default(option: dict) -> str:
-    if option.get("required"):
+def effective(value: object) -> object:
+    """A role default as it applies: a kit default looked up is shown with its value."""
+    if isinstance(value, str) and (match := KIT_DEFAULT.match(value.strip())):
+        return kit.as_dict()[match.group(1)]
+    return value
+
+
+def shown(value: object, required: bool = False) -> str:
+    if required:
         return "**required**"
-    value = option.get("default")
-    if value in ("", [], {}):
+    if value in ("", [], {}, None):
         return "*(empty)*"
-    shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
-    return f"`{shown}`".replace("|", "\\|")
+    if isinstance(value, str) and "{{" in value:
+        return "*(derived: see meaning)*"
+    text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+    return f"`{' '.join(str(text).split())}`".replace("|", "\\|")
+
+
+def rows(role: Path) -> list[str]:
+    options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    values = yaml.safe_load((role / "defaults/main.yml").read_text()) or {}
+    table = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, option in options.items():
+        kind = option.get("type", "str") + (f" of {option['elements']}" if option.get("elements") else "")
+        value = shown(effective(values.get(name)), option.get("required", False))
+        table.append(f"| `{name}` | {kind} | {value} | {cell(option.get('description', ''))} |")
+        for sub, suboption in (option.get("options") or {}).items():
+            subvalue = shown(
+                kit.POOL.get(sub, [] if suboption.get("type") == "list" else None), suboption.get("required")
+            )
+            kind, meaning = suboption.get("type", "str"), cell(suboption["description"])
+            table.append(f"| &nbsp;&nbsp;`.{sub}` | {kind} | {subvalue} | {meaning} |")
+    return table
 
 
 def role_tables() -> str:
     sections = []
-    for spec_file in sorted(ROOT.glob("roles/*/meta/argument_specs.yml")):
-        role = spec_file.parents[1].name
-        main = yaml.safe_load(spec_file.read_text())["argument_specs"]["main"]
-        rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
-        for name, option in main["options"].items():
-            kind = option.get("type", "str") + (f" of {option['elements']}" if option.get("elements") else "")
-            rows.append(f"| `{name}` | {kind} | {default(option)} | {cell(option.get('description', ''))} |")
-            for sub, suboption in (option.get("options") or {}).items():
-                subkind = suboption.get("type", "str")
-                rows.append(
-                    f"| &nbsp;&nbsp;`.{sub}` | {subkind} | {default(suboption)} | {cell(suboption['description'])} |"
-                )
-        sections.append(f"**{role}**: {cell(main['short_description'])}\n\n" + "\n".join(rows))
+    for role in sorted(p.parents[1] for p in ROOT.glob("roles/*/meta/argument_specs.yml")):
+        main = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
+        title = f"**celerykit.platform.{role.name}**: {cell(main['short_description'])}"
+        sections.append(title + "\n\n" + "\n".join(rows(role)))
     return "\n\n".join(sections)
 
 

@@ -91,14 +91,15 @@ def proxy(flower_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFac
 
 
 def playbook(*args: str, extra_vars: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
-    """Run playbooks/site.yml on the scenario's inventory (plus `args`), as an operator would."""
-    command = ["ansible-playbook", "-i", INVENTORY, str(ROOT / "playbooks" / "site.yml"), *args]
+    """Run the site playbook on the scenario's inventory (plus `args`), as an operator would."""
+    command = ["ansible-playbook", "-i", INVENTORY, "celerykit.platform.site", *args]
     if extra_vars is not None:
         assert tmp is not None
         path = tmp / "extra-vars.json"
         path.write_text(json.dumps(extra_vars))
         command += ["-e", f"@{path}"]
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from celerykit.settings import (
-    SOFT_TIME_LIMIT,
-    TIME_LIMIT,
-    Env,
-    Redis,
-    broker_connection_max_retries,
-    visibility_timeout,
-)
+from celerykit import defaults
+from celerykit.settings import Env, Redis, broker_connection_max_retries, visibility_timeout
 
 
 def kit_settings(env: Env) -> dict[str, Any]:
@@ -38,10 +32,10 @@ def kit_settings(env: Env) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # Defaults; each pool passes its own on the worker command line.
-        "task_time_limit": TIME_LIMIT,
-        "task_soft_time_limit": SOFT_TIME_LIMIT,
-        "worker_prefetch_multiplier": 1,
-        "worker_max_tasks_per_child": 100,
+        "task_time_limit": defaults.POOL["time_limit"],
+        "task_soft_time_limit": defaults.POOL["soft_time_limit"],
+        "worker_prefetch_multiplier": defaults.POOL["prefetch_multiplier"],
+        "worker_max_tasks_per_child": defaults.POOL["max_tasks_per_child"],
         # Flower builds its view from events, including tasks still waiting in a queue.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

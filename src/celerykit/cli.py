@@ -43,5 +43,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         return verify.main(args)
     except ConfigError as error:
-        print(f"celerykit: configuration error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"celerykit: configuration error: {line}", file=sys.stderr)
         return 78  # EX_CONFIG: systemd and compose show it as a configuration failure

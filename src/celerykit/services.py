@@ -12,7 +12,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file
+from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file, log_level
 
 CELERY_APP = "celerykit.app"
 
@@ -33,7 +33,7 @@ def worker_command(env: Env) -> list[str]:
         f"--max-tasks-per-child={pool.max_tasks_per_child}",
         f"--time-limit={pool.time_limit}",
         f"--soft-time-limit={pool.soft_time_limit}",
-        f"--loglevel={env.str('CELERYKIT_LOG_LEVEL', 'INFO')}",
+        f"--loglevel={log_level(env)}",
     )
     return command + shlex.split(env.environ.get("CELERYKIT_POOL_EXTRA_ARGS", ""))
 
@@ -45,7 +45,7 @@ def beat_command(env: Env) -> list[str]:
         "beat",
         f"--schedule={schedule}",
         f"--pidfile={schedule.parent / 'beat.pid'}",
-        f"--loglevel={env.str('CELERYKIT_LOG_LEVEL', 'INFO')}",
+        f"--loglevel={log_level(env)}",
     )
 
 
@@ -71,7 +71,7 @@ def flower_environment(env: Env) -> dict[str, str]:
 
 
 def flower_command(env: Env) -> list[str]:
-    return _celery("flower", f"--logging={env.str('CELERYKIT_LOG_LEVEL', 'INFO').lower()}")
+    return _celery("flower", f"--logging={log_level(env).lower()}")
 
 
 def exec_service(name: str, env: Env, argv: Sequence[str] = ()) -> None:

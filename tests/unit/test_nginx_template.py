@@ -2,26 +2,20 @@
 
 from pathlib import Path
 
-import jinja2
+from celerykit.proxy import render_site
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def render(**overrides) -> str:
-    proxy = {
+    settings = {
         "server_name": "flower.example.com",
-        "http_port": 80,
-        "https_port": 443,
-        "public_https_port": 443,
         "flower_upstream": "127.0.0.1:5555",
-        "flower_url_prefix": "flower",
-        "tls_certificate": "/etc/ssl/celerykit.crt",
-        "tls_certificate_key": "/etc/ssl/celerykit.key",
+        "tls_dir": "/etc/ssl/celerykit",
         "metrics_allow": ["10.0.0.0/8"],
         **overrides,
     }
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "nginx"), undefined=jinja2.StrictUndefined)
-    return env.get_template("celerykit.conf.j2").render(proxy=proxy)
+    return render_site(**settings)
 
 
 def test_tls_is_mozilla_intermediate_with_hsts():
@@ -52,3 +46,36 @@ def test_websocket_upgrade_headers_are_passed():
     assert "proxy_http_version 1.1;" in conf
     assert "proxy_set_header Upgrade $http_upgrade;" in conf
     assert "proxy_set_header Connection $celerykit_connection_upgrade;" in conf
+
+
+def test_the_self_signed_recipe_makes_a_p256_certificate_for_the_names_it_promises(tmp_path):
+    """The compose image's first certificate (the proxy role follows the same recipe, celerykit.tls)."""
+    import subprocess
+
+    from celerykit import tls
+    from celerykit.proxy import ensure_certificate
+
+    assert ensure_certificate(tmp_path, "flower.example.com")
+    assert not ensure_certificate(tmp_path, "flower.example.com")  # kept, not made again
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "tls.crt"), "-noout", "-text"], capture_output=True, text=True
+    ).stdout
+    assert "NIST CURVE: P-256" in text
+    assert "DNS:flower.example.com, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1" in text
+    days = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "tls.crt"), "-noout", "-checkend", str((tls.VALID_DAYS - 1) * 86400)],
+        capture_output=True,
+    )
+    assert days.returncode == 0
+    assert oct((tmp_path / "tls.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_certificate_without_its_key_is_refused(tmp_path):
+    import pytest
+
+    from celerykit.proxy import ensure_certificate
+    from celerykit.rules import ConfigError
+
+    (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError, match=r"tls\.key is missing"):
+        ensure_certificate(tmp_path, "_")

@@ -1,86 +1,78 @@
-"""Compose and the kit's defaults say the same thing; compose uses the shared files, not copies."""
+"""Compose states no default of its own: the kit's defaults apply; the images take the shared files."""
 
+import re
 from pathlib import Path
 
 import yaml
 
-from celerykit.settings import DEFAULT_POOLS, FLOWER_MAX_TASKS, SOFT_TIME_LIMIT, TIME_LIMIT
+from celerykit import defaults
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = yaml.safe_load((ROOT / "compose" / "compose.yaml").read_text())
+TEXT = (ROOT / "compose" / "compose.yaml").read_text()
+COMPOSE = yaml.safe_load(TEXT)
+# Values compose must know itself: what it publishes, names, images, the demo app's knobs.
+COMPOSE_OWN = re.compile(
+    r"CELERYKIT_(HTTPS?_PORT|BIND|PROJECT|IMAGE|\w+_IMAGE|APP|APP_DIR|SECRETS_DIR|TLS_DIR"
+    r"|SERVER_NAME|WORKER_STOP_GRACE_PERIOD|PIP_CA_BUNDLE|DEMO_\w+)$"
+)
 
 
-def default_of(value: str) -> str:
-    """`${VAR:-default}` -> default."""
-    return value.split(":-", 1)[1].rstrip("}") if ":-" in str(value) else str(value)
+def test_every_kit_setting_compose_passes_is_left_empty_for_the_kits_default():
+    given = re.findall(r"\$\{(CELERYKIT_\w+):-([^}]*)\}", TEXT)
+    with_defaults = {name: value for name, value in given if value and not COMPOSE_OWN.match(name)}
+    assert with_defaults == {}
 
 
-def test_compose_pools_match_the_kits_default_pools():
-    pools = {}
-    for name, service in COMPOSE["services"].items():
-        env = service.get("environment", {})
-        if "CELERYKIT_POOL_NAME" in env:
-            pools[env["CELERYKIT_POOL_NAME"]] = (
-                tuple(default_of(env["CELERYKIT_POOL_QUEUES"]).split(",")),
-                int(default_of(env["CELERYKIT_POOL_CONCURRENCY"])),
-            )
-            assert name == f"worker-{env['CELERYKIT_POOL_NAME']}"
-            assert int(default_of(env["CELERYKIT_POOL_TIME_LIMIT"])) == TIME_LIMIT
-            assert int(default_of(env["CELERYKIT_POOL_SOFT_TIME_LIMIT"])) == SOFT_TIME_LIMIT
-    assert pools == DEFAULT_POOLS
+def test_worker_stop_grace_period_exceeds_the_kits_soft_time_limit():
+    grace = re.search(r"CELERYKIT_WORKER_STOP_GRACE_PERIOD:-(\d+)s", TEXT).group(1)
+    assert int(grace) > defaults.POOL["soft_time_limit"]
 
 
-def test_compose_flower_limits_match_the_kit():
-    env = COMPOSE["services"]["flower"]["environment"]
-    assert int(default_of(env["CELERYKIT_FLOWER_MAX_TASKS"])) == FLOWER_MAX_TASKS
-
-
-def test_worker_stop_grace_period_exceeds_the_soft_time_limit():
-    grace = default_of(COMPOSE["services"]["worker-low"]["stop_grace_period"])
-    assert int(grace.rstrip("s")) > SOFT_TIME_LIMIT
-
-
-def test_images_copy_the_shared_redis_and_nginx_files():
+def test_images_take_the_shared_files_from_the_kits_package():
     redis = (ROOT / "compose/images/redis/Dockerfile").read_text()
     nginx = (ROOT / "compose/images/nginx/Dockerfile").read_text()
-    assert "COPY roles/celerykit_redis/files/celerykit-broker.conf" in redis
-    assert "COPY nginx/celerykit.conf.j2" in nginx
+    assert "COPY src/celerykit/share/redis/celerykit-broker.conf src/celerykit/share/redis/users.acl.in" in redis
+    assert "COPY src/celerykit /usr/local/lib/celerykit/celerykit" in nginx
     assert "include /etc/redis/celerykit-broker.conf" in (ROOT / "compose/images/redis/redis.conf").read_text()
+
+
+def test_the_celery_image_is_built_once_for_every_service_that_runs_it():
+    services = COMPOSE["services"]
+    image = services["init"]["image"]
+    users = [name for name, s in services.items() if s.get("image") == image]
+    assert {"worker-high", "worker-medium", "worker-low", "beat", "flower"} <= set(users)
+    assert [name for name in users if "build" in services[name]] == ["init"]
 
 
 def test_only_nginx_publishes_ports():
     published = {name for name, service in COMPOSE["services"].items() if service.get("ports")}
     assert published == {"nginx"}
     for port in COMPOSE["services"]["nginx"]["ports"]:
-        assert port.startswith("${CELERYKIT_BIND:-127.0.0.1}:")
+        assert port["host_ip"] == "${CELERYKIT_BIND:-127.0.0.1}"
 
 
 def test_init_checks_exactly_what_the_pools_and_flower_run_with():
-    """The settings init validates are the same variables, with the same defaults, that the
-    workers, Flower and nginx get: a check of other values would prove nothing."""
+    """The variables init validates are the ones the workers, Flower and nginx get."""
     services = COMPOSE["services"]
     init = services["init"]["environment"]
-    for name, service in services.items():
+    pools = []
+    for service in services.values():
         env = service.get("environment", {})
         if "CELERYKIT_POOL_NAME" not in env:
             continue
-        pool = env["CELERYKIT_POOL_NAME"].upper()
-        assert env["CELERYKIT_POOL_QUEUES"] == init[f"CELERYKIT_{pool}_QUEUES"], name
-        assert env["CELERYKIT_POOL_CONCURRENCY"] == init[f"CELERYKIT_{pool}_CONCURRENCY"], name
-        assert env["CELERYKIT_POOL_PREFETCH_MULTIPLIER"] == init[f"CELERYKIT_{pool}_PREFETCH_MULTIPLIER"], name
-        assert env["CELERYKIT_POOL_TIME_LIMIT"] == init["CELERYKIT_TIME_LIMIT"], name
-        assert env["CELERYKIT_POOL_SOFT_TIME_LIMIT"] == init["CELERYKIT_SOFT_TIME_LIMIT"], name
+        pool = env["CELERYKIT_POOL_NAME"]
+        pools.append(pool)
+        for key in ("QUEUES", "CONCURRENCY", "PREFETCH_MULTIPLIER", "MAX_TASKS_PER_CHILD"):
+            assert env[f"CELERYKIT_POOL_{key}"] == init[f"CELERYKIT_{pool.upper()}_{key}"], (pool, key)
+        for key in ("TIME_LIMIT", "SOFT_TIME_LIMIT"):
+            assert env[f"CELERYKIT_POOL_{key}"] == init[f"CELERYKIT_{key}"], (pool, key)
         for shared in (
             "CELERYKIT_VISIBILITY_TIMEOUT",
             "CELERYKIT_BROKER_CONNECTION_MAX_RETRIES",
             "CELERYKIT_LOG_LEVEL",
         ):
-            assert env[shared] == init[shared], (name, shared)
-    assert init["CELERYKIT_POOLS"].split(",") == [
-        s["environment"]["CELERYKIT_POOL_NAME"]
-        for s in services.values()
-        if "CELERYKIT_POOL_NAME" in s.get("environment", {})
-    ]
+            assert env[shared] == init[shared], (pool, shared)
+    assert init["CELERYKIT_POOLS"].split(",") == pools == [p["name"] for p in defaults.POOLS]
     flower = services["flower"]["environment"]
     for key in ("CELERYKIT_FLOWER_USER", "CELERYKIT_FLOWER_MAX_TASKS", "CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS"):
         assert flower[key] == init[key], key

@@ -1,0 +1,59 @@
+"""The kit's defaults, written once: compose's services, the roles' defaults (through the
+collection's `celerykit.platform.kit` lookup), the Celery settings and the README all read them here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Every key a pool may set, with its default: hard/soft time limits from the field, one message
+# reserved per process (no hoarding by a busy process), a process replaced after this many tasks
+# (leaks stay bounded).
+POOL: dict[str, Any] = {
+    "concurrency": 1,
+    "prefetch_multiplier": 1,
+    "max_tasks_per_child": 100,
+    "time_limit": 3600,
+    "soft_time_limit": 3300,
+}
+
+# The default pools, most urgent first: name -> the keys that differ from POOL.
+POOLS: list[dict[str, Any]] = [
+    {"name": "high", "queues": ["high_priority"], "concurrency": 2},
+    {"name": "medium", "queues": ["medium_priority", "default"], "concurrency": 2},
+    {"name": "low", "queues": ["low_priority"], "concurrency": 1},
+]
+
+# Above the hard limit plus queue wait: Redis never redelivers a task that is still running.
+VISIBILITY_TIMEOUT = 7200
+# Celery's own default: with kombu's backoff (2 s more per try, at most 30 s) about 45 minutes of
+# broker outage before a worker gives up and exits, and its service manager starts it again.
+BROKER_CONNECTION_MAX_RETRIES = 100
+LOG_LEVEL = "INFO"
+
+REDIS_PORT = 6379
+REDIS_USER = "celery"
+
+FLOWER_USER = "admin"
+FLOWER_PORT = 5555
+FLOWER_URL_PREFIX = "flower"
+# Flower's own default (100000) grows its memory without need (docs/benchmarks.md).
+FLOWER_MAX_TASKS = 10000
+FLOWER_STATE_SAVE_INTERVAL_MS = 15000
+FLOWER_PURGE_OFFLINE_WORKERS = 600
+
+# The self-signed certificate a proxy starts with when given none (celerykit.tls): NIST P-256
+# ECDSA, which every client accepts, valid for the longest span browsers accept.
+TLS_KEY_CURVE = "secp256r1"
+TLS_VALID_DAYS = 825
+
+
+def pool(name: str) -> dict[str, Any]:
+    """A default pool with all its keys."""
+    (found,) = (p for p in POOLS if p["name"] == name)
+    return {**POOL, **found}
+
+
+def as_dict() -> dict[str, Any]:
+    """Every default by its lower-case name (what the Ansible lookup hands to the roles)."""
+    return {name.lower(): value for name, value in globals().items() if name.isupper()}

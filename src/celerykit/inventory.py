@@ -1,0 +1,188 @@
+"""The Ansible inventory's variables, checked by the kit's rules (celerykit.rules).
+
+The collection's `celerykit.platform.validate` action hands its arguments here: each is named
+like the variable it checks (`celerykit_worker_pools`) and holds its value. Messages name the
+variable as the user wrote it: `celerykit_worker_pools[1] (reports): concurrency must be between
+1 and 256, got 0`. Files are looked up on the controller, where the action runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from celerykit import defaults
+from celerykit.rules import (
+    LOG_LEVELS,
+    MIN_STATE_SAVE_INTERVAL_MS,
+    MIN_VISIBILITY_TIMEOUT,
+    REDIS_USER,
+    Checker,
+    PoolSettings,
+    _whole,
+)
+
+Check = Callable[[Checker, str, Any, Mapping[str, Any]], None]
+
+
+def _whole_at_least(minimum: int, maximum: int | None = None) -> Check:
+    return lambda c, name, value, _: c.whole(name, value, minimum, maximum) and None
+
+
+def _port(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.port(name, value)
+
+
+def _redis_user(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.matches(name, value, REDIS_USER, "may hold letters, digits, '_', '.', '-' only")
+
+
+def _password_of(user_variable: str, default_user: str) -> Check:
+    def check(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+        c.password(name, value, str(args.get(user_variable, default_user)), user_variable)
+
+    return check
+
+
+def _controller_files(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    """A path (or a list of paths) of files on the controller; an empty string is none."""
+    for index, path in enumerate(value if isinstance(value, list) else [value]):
+        label = f"{name}[{index}]" if isinstance(value, list) else name
+        if path and not Path(str(path)).is_file():
+            c.refuse(label, "must be a file on the controller", path)
+
+
+def _pools(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    visibility = _whole(args.get("celerykit_app_visibility_timeout", defaults.VISIBILITY_TIMEOUT))
+    if visibility is not None and visibility < MIN_VISIBILITY_TIMEOUT:
+        visibility = None  # refused on its own; comparing the pools with it would say nothing new
+    pools = []
+    for index, pool in enumerate(value or []):
+        label = f"{name}[{index}] ({pool.get('name')})"
+        pools.append(
+            PoolSettings(
+                {**defaults.POOL, **pool},
+                name=lambda key, label=label: f"{label}: {key}",
+                reference=lambda key: key,
+            )
+        )
+    c.pools(name, pools, "celerykit_app_visibility_timeout", visibility)
+
+
+def _redis_bind(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) and a.strip() for a in value):
+        c.refuse(name, "must list at least one address", value)
+
+
+def _beat_group(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    hosts = list(args.get("celerykit_beat_hosts") or [])
+    if len(hosts) != 1:
+        c.refuse(name, f"({value!r}) must hold exactly one host, or periodic tasks run twice", hosts)
+
+
+def _flower_user(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.flower_user(name, value)
+
+
+def _flower_password(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    c.flower_password(
+        name, value, str(args.get("celerykit_flower_user", defaults.FLOWER_USER)), "celerykit_flower_user"
+    )
+
+
+def _cookie_secret(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.cookie_secret(name, value, generated_if_empty=True)
+
+
+def _url_prefix(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.url_prefix(name, value)
+
+
+def _public_https_port(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    if value != args.get("celerykit_proxy_https_port"):  # by default it is that port, checked on its own
+        c.port(name, value)
+
+
+def _http_port(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    port = c.port(name, value)
+    https = _whole(args.get("celerykit_proxy_https_port"))
+    c.distinct_ports(name, port, "celerykit_proxy_https_port", https)
+
+
+def _tls_pair(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    key_name = "celerykit_proxy_tls_certificate_key"
+    key = args.get(key_name, "")
+    if bool(value) != bool(key):
+        c.refuse(name, f"and {key_name} go together: give both files, or neither for a self-signed pair", [value, key])
+        return
+    _controller_files(c, name, value, args)
+    _controller_files(c, key_name, key, args)
+
+
+def _home(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.home(name, value)
+
+
+def _log_level(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.one_of(name, value, LOG_LEVELS)
+
+
+def _text(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.text(name, value)
+
+
+def _checked_with(_: Checker, __: str, ___: Any, ____: Mapping[str, Any]) -> None:
+    """Context for another variable's check (e.g. the user a password must differ from)."""
+
+
+CHECKS: dict[str, Check] = {
+    # redis role
+    "celerykit_redis_bind": _redis_bind,
+    "celerykit_redis_port": _port,
+    "celerykit_redis_user": _redis_user,
+    "celerykit_redis_password": _password_of("celerykit_redis_user", defaults.REDIS_USER),
+    # app role
+    "celerykit_app_home": _home,
+    "celerykit_app_redis_host": _text,
+    "celerykit_app_redis_port": _port,
+    "celerykit_app_redis_db": _whole_at_least(0, 15),
+    "celerykit_app_redis_user": _redis_user,
+    "celerykit_app_redis_password": _password_of("celerykit_app_redis_user", defaults.REDIS_USER),
+    "celerykit_app_visibility_timeout": _whole_at_least(MIN_VISIBILITY_TIMEOUT),
+    "celerykit_app_broker_connection_max_retries": _whole_at_least(1),
+    "celerykit_app_log_level": _log_level,
+    "celerykit_app_wheels": _controller_files,
+    "celerykit_app_requirements_file": _controller_files,
+    "celerykit_app_pip_ca_bundle": _controller_files,
+    # worker role (its pools' limits against celerykit_app_visibility_timeout)
+    "celerykit_worker_pools": _pools,
+    # beat role
+    "celerykit_beat_group": _beat_group,
+    "celerykit_beat_hosts": _checked_with,
+    # flower role
+    "celerykit_flower_user": _flower_user,
+    "celerykit_flower_password": _flower_password,
+    "celerykit_flower_cookie_secret": _cookie_secret,
+    "celerykit_flower_port": _port,
+    "celerykit_flower_url_prefix": _url_prefix,
+    "celerykit_flower_max_tasks": _whole_at_least(1),
+    "celerykit_flower_state_save_interval_ms": _whole_at_least(MIN_STATE_SAVE_INTERVAL_MS),
+    "celerykit_flower_purge_offline_workers": _whole_at_least(0),
+    # proxy role
+    "celerykit_proxy_http_port": _http_port,
+    "celerykit_proxy_https_port": _port,
+    "celerykit_proxy_public_https_port": _public_https_port,
+    "celerykit_proxy_flower_url_prefix": _url_prefix,
+    "celerykit_proxy_tls_certificate": _tls_pair,
+    "celerykit_proxy_tls_certificate_key": _checked_with,
+}
+
+
+def check(args: Mapping[str, Any]) -> list[str]:
+    """Every problem with the given variables, one line each (unknown names are the caller's)."""
+    checker = Checker()
+    for name, value in args.items():
+        if name in CHECKS:
+            CHECKS[name](checker, name, value, args)
+    return checker.problems

@@ -1,0 +1,132 @@
+"""nginx in front of Flower: the site configuration, rendered once for both deployments.
+
+`render_site()` fills the kit's one template (share/nginx/celerykit.conf.j2); the proxy role calls
+it through the collection's `celerykit.platform.nginx_site` filter, the compose nginx image at
+start (`python3 -m celerykit.proxy`), which also puts a certificate in place and execs nginx.
+Needs only the standard library and Jinja2 (Debian's python3-jinja2 in the image).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from celerykit import defaults, tls
+from celerykit.rules import Checker, ConfigError
+
+SHARE = Path(__file__).parent / "share" / "nginx"
+CERTIFICATE, KEY = "tls.crt", "tls.key"
+
+
+def render_site(
+    *,
+    server_name: str = "_",
+    http_port: int = 80,
+    https_port: int = 443,
+    public_https_port: int | None = None,
+    flower_upstream: str = f"127.0.0.1:{defaults.FLOWER_PORT}",
+    flower_url_prefix: str = defaults.FLOWER_URL_PREFIX,
+    tls_dir: str = "/etc/nginx/celerykit-tls",
+    metrics_allow: Sequence[str] = (),
+    read_timeout: str = "1h",
+    include_dir: str = "",
+    header: str = "# Managed by celerykit.",
+) -> str:
+    import jinja2
+
+    proxy = {
+        "header": header.rstrip("\n"),
+        "server_name": server_name,
+        "http_port": int(http_port),
+        "https_port": int(https_port),
+        "public_https_port": int(public_https_port or https_port),
+        "flower_upstream": flower_upstream,
+        "flower_url_prefix": flower_url_prefix.strip("/"),
+        "tls_certificate": f"{tls_dir}/{CERTIFICATE}",
+        "tls_certificate_key": f"{tls_dir}/{KEY}",
+        "metrics_allow": list(metrics_allow),
+        "read_timeout": read_timeout,
+        "include_dir": include_dir,
+    }
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(SHARE), undefined=jinja2.StrictUndefined, trim_blocks=True, autoescape=False
+    )
+    return environment.get_template("celerykit.conf.j2").render(proxy=proxy) + "\n"
+
+
+# The compose image ----------------------------------------------------------------------------
+
+TLS_DIR = Path("/etc/nginx/tls")
+
+
+def ensure_certificate(directory: Path, server_name: str) -> bool:
+    """The user's pair, or a self-signed one made now (and kept). Returns True when one was made."""
+    cert, key = directory / CERTIFICATE, directory / KEY
+    if cert.exists() != key.exists():
+        missing = key if cert.exists() else cert
+        raise ConfigError(f"{missing} is missing: put both {CERTIFICATE} and {KEY} into CELERYKIT_TLS_DIR, or neither")
+    if cert.exists():
+        return False
+    names = tls.self_signed_names(server_name)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", f"ec_paramgen_curve:{tls.OPENSSL_CURVE}", "-nodes",
+         "-days", str(tls.VALID_DAYS), "-subj", f"/CN={tls.common_name(server_name)}",
+         "-addext", "subjectAltName=" + ",".join(names), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return True
+
+
+def healthy() -> bool:
+    """nginx answers over TLS on 443 (/ redirects to Flower, so no credentials are involved)."""
+    import http.client
+    import ssl
+
+    conn = http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=5)  # noqa: S323
+    conn.request("GET", "/")
+    return conn.getresponse().status == 302
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    """The compose image's entrypoint: `health`, or certificate + config + `nginx -t`, then exec nginx."""
+    if list(argv) == ["health"]:
+        return 0 if healthy() else 1
+    env = os.environ.get
+    check = Checker()
+    public_port = check.port("CELERYKIT_HTTPS_PORT", env("CELERYKIT_HTTPS_PORT", "8443"))
+    prefix = env("CELERYKIT_FLOWER_URL_PREFIX", defaults.FLOWER_URL_PREFIX).strip("/")
+    check.url_prefix("CELERYKIT_FLOWER_URL_PREFIX", prefix)
+    server_name = env("CELERYKIT_SERVER_NAME", "_")
+    try:
+        check.raise_if_any()
+        if ensure_certificate(TLS_DIR, server_name):
+            print(f"nginx: generated a self-signed certificate in {TLS_DIR} (CELERYKIT_TLS_DIR)", file=sys.stderr)
+    except ConfigError as error:
+        print(f"nginx: {error}", file=sys.stderr)
+        return 78
+    site = render_site(
+        server_name=server_name,
+        public_https_port=public_port,
+        flower_upstream=env("CELERYKIT_FLOWER_UPSTREAM", f"flower:{defaults.FLOWER_PORT}"),
+        flower_url_prefix=prefix,
+        tls_dir=str(TLS_DIR),
+        metrics_allow=env("CELERYKIT_METRICS_ALLOW", "").split(),
+        include_dir="/etc/nginx/celerykit.d",
+        header="# Rendered by the celerykit nginx image at start (celerykit.proxy).",
+    )
+    Path("/etc/nginx/conf.d/celerykit.conf").write_text(site)
+    test = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True)
+    if test.returncode:
+        print("nginx: configuration test failed:\n" + test.stderr, file=sys.stderr)
+        return 78
+    os.execvp("nginx", ["nginx", "-g", "daemon off;"])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
