@@ -31,9 +31,12 @@ VISIBILITY_TIMEOUT = 7200
 BROKER_CONNECTION_MAX_RETRIES = 100
 LOG_LEVEL = "INFO"
 
+REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 REDIS_USER = "celery"
 
+# Flower listens on loopback: the proxy is the way in.
+FLOWER_ADDRESS = "127.0.0.1"
 FLOWER_USER = "admin"
 FLOWER_PORT = 5555
 FLOWER_URL_PREFIX = "flower"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from celerykit import defaults, tls
 from celerykit.rules import Checker, ConfigError
+from celerykit.settings import Env
 
 SHARE = Path(__file__).parent / "share" / "nginx"
 CERTIFICATE, KEY = "tls.crt", "tls.key"
@@ -27,7 +28,7 @@ def render_site(
     http_port: int = 80,
     https_port: int = 443,
     public_https_port: int | None = None,
-    flower_upstream: str = f"127.0.0.1:{defaults.FLOWER_PORT}",
+    flower_upstream: str = f"{defaults.FLOWER_ADDRESS}:{defaults.FLOWER_PORT}",
     flower_url_prefix: str = defaults.FLOWER_URL_PREFIX,
     tls_dir: str = "/etc/nginx/celerykit-tls",
     metrics_allow: Sequence[str] = (),
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] = ()) -> int:
     """The compose image's entrypoint: `health`, or certificate + config + `nginx -t`, then exec nginx."""
     if list(argv) == ["health"]:
         return 0 if healthy() else 1
-    env = os.environ.get
+    env = Env.current().get  # an empty variable is an unset one: the kit's default applies
     check = Checker()
     public_port = check.port("CELERYKIT_HTTPS_PORT", env("CELERYKIT_HTTPS_PORT", "8443"))
     prefix = env("CELERYKIT_FLOWER_URL_PREFIX", defaults.FLOWER_URL_PREFIX).strip("/")
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] = ()) -> int:
         flower_upstream=env("CELERYKIT_FLOWER_UPSTREAM", f"flower:{defaults.FLOWER_PORT}"),
         flower_url_prefix=prefix,
         tls_dir=str(TLS_DIR),
-        metrics_allow=env("CELERYKIT_METRICS_ALLOW", "").split(),
+        metrics_allow=(env("CELERYKIT_METRICS_ALLOW") or "").split(),
         include_dir="/etc/nginx/celerykit.d",
         header="# Rendered by the celerykit nginx image at start (celerykit.proxy).",
     )

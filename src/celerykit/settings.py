@@ -88,7 +88,7 @@ class Redis:
         if password is not None:
             password = check.password("CELERYKIT_REDIS_PASSWORD_FILE", password, user or "", "CELERYKIT_REDIS_USER")
         redis = cls(
-            host=check.text("CELERYKIT_REDIS_HOST", env.get("CELERYKIT_REDIS_HOST", "127.0.0.1")),
+            host=check.text("CELERYKIT_REDIS_HOST", env.get("CELERYKIT_REDIS_HOST", defaults.REDIS_HOST)),
             port=check.port("CELERYKIT_REDIS_PORT", env.get("CELERYKIT_REDIS_PORT", defaults.REDIS_PORT)),
             db=check.whole("CELERYKIT_REDIS_DB", env.get("CELERYKIT_REDIS_DB", 0), 0, 15),
             user=user,
@@ -205,7 +205,7 @@ class Flower:
         prefix = env.get("CELERYKIT_FLOWER_URL_PREFIX", defaults.FLOWER_URL_PREFIX).strip("/")
         check.url_prefix("CELERYKIT_FLOWER_URL_PREFIX", prefix)
         flower = cls(
-            address=env.get("CELERYKIT_FLOWER_ADDRESS", "127.0.0.1"),
+            address=env.get("CELERYKIT_FLOWER_ADDRESS", defaults.FLOWER_ADDRESS),
             port=check.port("CELERYKIT_FLOWER_PORT", env.get("CELERYKIT_FLOWER_PORT", defaults.FLOWER_PORT)),
             url_prefix=prefix,
             user=user,

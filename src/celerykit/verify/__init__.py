@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from celerykit import defaults
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify import checks
 from celerykit.verify.checks import Pools, Result
@@ -42,7 +43,7 @@ def parse_pool(spec: str) -> tuple[str, tuple[str, ...]]:
 def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("url", help="HTTPS URL of the proxy, e.g. https://flower.example.com")
     parser.add_argument("--http-url", help="plain HTTP URL that must redirect to HTTPS")
-    parser.add_argument("--user", default=os.environ.get("CELERYKIT_FLOWER_USER", "admin"))
+    parser.add_argument("--user", default=os.environ.get("CELERYKIT_FLOWER_USER") or defaults.FLOWER_USER)
     parser.add_argument(
         "--password-file",
         default=os.environ.get("CELERYKIT_FLOWER_PASSWORD_FILE"),
