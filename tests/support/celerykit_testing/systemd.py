@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from testinfra.host import Host
 
@@ -31,8 +31,9 @@ class SystemdDeployment:
     hosts: Callable[[str], Sequence[Host]]  # inventory group -> its hosts
     pools_of: Callable[[Host], Mapping[str, Sequence[str]]]  # worker host -> pool -> queues
     kind: str = "systemd"
+    _found: dict[str, tuple[Host, str]] = field(default_factory=dict, init=False, repr=False)
 
-    # Where each service runs.
+    # Where each service runs (the inventory does not change while a deployment is in use).
     def _workers(self) -> dict[str, tuple[Host, tuple[str, ...]]]:
         return {
             pool: (host, tuple(queues))
@@ -41,13 +42,16 @@ class SystemdDeployment:
         }
 
     def _unit(self, service: str) -> tuple[Host, str]:
-        if service in UNITS:
-            group, unit = UNITS[service]
-            (host,) = self.hosts(group)
-            return host, unit
-        pool = service.removeprefix("worker-")
-        host, _ = self._workers()[pool]
-        return host, f"celery-worker@{pool}"
+        if service not in self._found:
+            if service in UNITS:
+                group, unit = UNITS[service]
+                (host,) = self.hosts(group)
+            else:
+                pool = service.removeprefix("worker-")
+                host, _ = self._workers()[pool]
+                unit = f"celery-worker@{pool}"
+            self._found[service] = (host, unit)
+        return self._found[service]
 
     def _state(self, service: str) -> dict[str, str]:
         host, unit = self._unit(service)
