@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import testinfra
+from celerykit_testing.systemd import SystemdDeployment
 
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify.target import Target
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 ROOT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[2])
-# The fault drills are shared with the compose tests.
-sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 
 def hosts(group: str) -> list[testinfra.host.Host]:
@@ -88,6 +86,18 @@ def proxy(flower_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFac
         password=flower_host.file(f"{secrets}/flower_password").content_string.strip(),
         ca_file=str(ca_file),
     )
+
+
+@pytest.fixture(scope="session")
+def deployment(proxy: Target) -> SystemdDeployment:
+    """The inventory's hosts as the fault drills (celerykit_testing, shared with the compose tests) see them."""
+    return SystemdDeployment(proxy, hosts, pools_of)
+
+
+@pytest.fixture(scope="session")
+def beat_deployment(deployment: SystemdDeployment) -> SystemdDeployment:
+    """The Beat drills run on the converged hosts as they are (the heartbeat of their celery.env)."""
+    return deployment
 
 
 def playbook(*args: str, extra_vars: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,132 +1,36 @@
 """Bring the compose stack up from a clean state, once per test session, and hand tests a Target.
 
-The stack runs under its own project name, with fresh secrets, a fresh certificate and free
-loopback ports, so it never touches a developer's own `celerykit` stack.
+The stack runs under its own project name (CELERYKIT_TEST_PROJECT, "celerykit-test" unless set),
+with fresh secrets, a fresh certificate and free loopback ports, so it never touches a developer's
+own `celerykit` stack. The fault drills (celerykit_testing) run on it through `deployment`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from celerykit_testing.compose import COMPOSE_FILE, Compose, ComposeDeployment
 
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "support"))  # drills.py: fault drills shared with other suites
-COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+PROJECT = os.environ.get("CELERYKIT_TEST_PROJECT", "celerykit-test")
 TEST_OVERRIDE = ROOT / "tests" / "support" / "compose.test.yaml"
 HEARTBEAT_SECONDS = 4
 POOLS = {name: queues for name, (queues, _) in DEFAULT_POOLS.items()}
-
-
-# Runs inside a container: find the child of PID 1 (the container's init), or its children, and signal them.
-KILL_SNIPPET = """
-import os, sys
-def ppid(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-main = [p for p in pids if p != 1 and ppid(p) == 1]
-targets = main if sys.argv[1] == "main" else [p for p in pids if ppid(p) in main]
-for pid in targets:
-    os.kill(pid, int(sys.argv[2]))
-print(*targets)
-"""
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@dataclass
-class Compose:
-    """`docker compose` for one project, with its own environment."""
-
-    project: str
-    env: dict[str, str]
-    files: list[Path] = field(default_factory=lambda: [COMPOSE_FILE])
-
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        command = ["docker", "compose", "-p", self.project]
-        for file in self.files:
-            command += ["-f", str(file)]
-        result = subprocess.run(
-            [*command, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode:
-            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def services(self) -> dict[str, dict]:
-        """Service name -> `docker compose ps` record (state, health, exit code)."""
-        out = self.run("ps", "--all", "--format", "json").stdout.strip()
-        records = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
-        return {r["Service"]: r for r in records}
-
-    def wait_healthy(self, service: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.services().get(service, {}).get("Health") == "healthy":
-                return
-            time.sleep(1)
-        raise AssertionError(f"{service} not healthy after {timeout:.0f}s:\n{self.run('logs', service).stdout[-3000:]}")
-
-    def container(self, service: str) -> str:
-        """Id of the service's (single) container."""
-        ids = self.run("ps", "--all", "--quiet", service).stdout.split()
-        assert len(ids) == 1, f"{service}: expected one container, found {ids}"
-        return ids[0]
-
-    def exec(
-        self, service: str, *args: str, user: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess:
-        """Run a command in the service's container (docker exec: no compose TTY handling)."""
-        command = ["docker", "exec"] + (["--user", user] if user else []) + [self.container(service), *args]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-        if check and result.returncode:
-            raise AssertionError(f"{' '.join(args)} in {service} failed: {result.stdout}{result.stderr}")
-        return result
-
-    def kill(self, service: str, which: str = "main", signal: int = 9) -> list[int]:
-        """Send `signal` from inside the container to the service's main process (the child of
-        the container's init) or to that process's children (a worker's pool processes).
-
-        Unlike `docker kill`, this is a crash the container did not ask for: the restart policy
-        applies, as it would to any process dying on its own.
-        """
-        result = self.exec(service, "python3", "-c", KILL_SNIPPET, which, str(signal))
-        return [int(pid) for pid in result.stdout.split()]
-
-    def restart_count(self, service: str) -> int:
-        return int(self.inspect(service)["RestartCount"])
-
-    def inspect(self, service: str) -> dict:
-        out = subprocess.run(
-            ["docker", "inspect", self.container(service)], capture_output=True, text=True, check=True
-        ).stdout
-        return json.loads(out)[0]
-
-    def logs(self, service: str) -> str:
-        result = self.run("logs", "--no-color", service, check=False)
-        return result.stdout + result.stderr
-
-    def down(self) -> None:
-        self.run("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
 
 
 def make_test_ca(directory: Path) -> Path:
@@ -191,7 +95,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("stack")
     ca_file = make_test_ca(tmp / "tls")
-    compose = Compose("celerykit-test", compose_env(tmp), [COMPOSE_FILE, TEST_OVERRIDE])
+    compose = Compose(PROJECT, compose_env(tmp), [COMPOSE_FILE, TEST_OVERRIDE])
     compose.down()
     result = compose.run("up", "--build", "--detach", "--wait", check=False)
     if result.returncode:
@@ -208,6 +112,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )
     yield Stack(compose, target, tmp / "secrets", ca_file)
     compose.down()
+
+
+@pytest.fixture(scope="session")
+def deployment(stack: Stack) -> ComposeDeployment:
+    """The session's stack as the fault drills see it (celerykit_testing.fault_drills)."""
+    return ComposeDeployment(stack.compose, stack.target, POOLS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

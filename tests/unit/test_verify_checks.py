@@ -9,10 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
+import ws_echo  # tests/support (pyproject's pythonpath): the echo server the compose tests put behind nginx
+from websockets.sync.server import ServerConnection
+from websockets.sync.server import serve as serve_websocket
 
 from celerykit.verify import checks
 from celerykit.verify.target import Target
-from celerykit.verify.websocket import OP_TEXT, accept_key, encode_frame, read_frame
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +97,68 @@ def test_http_level_checks_fail_against_an_open_flower(certificate):
     assert not checks.workers(target, {"high": ["high_priority"]}, timeout=0)
 
 
-def test_websocket_codec_round_trip():
-    left, right = socket.socketpair()
-    with left, right:
-        left.sendall(encode_frame(b"hello" * 100))  # 500 bytes: 16-bit length, masked
-        assert read_frame(right) == (OP_TEXT, b"hello" * 100)
-    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 example
+@pytest.fixture
+def websocket_server(certificate):
+    """Start a TLS WebSocket server (the `websockets` library) with a given handler; yield its port."""
+    servers = []
+
+    def start(handler) -> int:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*certificate)
+        server = serve_websocket(handler, "127.0.0.1", 0, ssl=context)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.socket.getsockname()[1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def test_websocket_check_passes_against_a_real_echo_server(certificate, websocket_server):
+    port = websocket_server(ws_echo.echo)
+    result = checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p", ca_file=certificate[0]), "/ws-echo/")
+    assert result, result.detail
+    assert result.detail == "HTTP/1.1 101 Switching Protocols; sent 'celerykit ping', got 'celerykit ping'"
+
+
+def test_websocket_check_verifies_the_certificate(websocket_server):
+    port = websocket_server(ws_echo.echo)
+    result = checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p"), "/")  # system CAs only
+    assert not result and "CERTIFICATE_VERIFY_FAILED" in result.detail
+    assert checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p", insecure=True), "/")
+
+
+def test_websocket_check_fails_when_the_echo_differs(certificate, websocket_server):
+    def wrong(connection: ServerConnection) -> None:
+        for message in connection:
+            connection.send(message.upper())
+
+    port = websocket_server(wrong)
+    result = checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p", ca_file=certificate[0]), "/")
+    assert not result and "got 'CELERYKIT PING'" in result.detail
+
+
+class NoUpgrade(http.server.BaseHTTPRequestHandler):
+    """A proxy that does not pass the upgrade on: a plain HTTP/1.1 answer."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(426)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_websocket_check_fails_when_the_upgrade_is_refused(certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    port = serve(context, NoUpgrade)
+    result = checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p", ca_file=certificate[0]), "/")
+    assert not result and "InvalidStatus" in result.detail and "426" in result.detail
 
 
 def test_unreachable_deployment_is_a_failed_check_not_a_crash():

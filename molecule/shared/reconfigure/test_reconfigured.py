@@ -11,6 +11,9 @@ scenario's own inventory (and checks that run: it succeeds, prints no secret, ev
   than that ends the workers, systemd starts them again and they consume once Redis is back;
 - a user's app given as a wheel built on the controller plus a requirements file: both end up
   in the services' virtualenv.
+
+The two fault drills are written once in celerykit_testing.reconfigured_drills (shared with the
+compose tests) and run here on `reconfigured_deployment`: the reconfigured host with its pools.
 """
 
 from __future__ import annotations
@@ -20,16 +23,17 @@ import sys
 import time
 from collections.abc import Iterator
 
-import drills
 import pytest
 import testinfra
+from celerykit_testing import drills
+from celerykit_testing.reconfigured_drills import *  # noqa: F403 - the drills, collected as this module's tests
+from celerykit_testing.reconfigured_drills import MAX_RETRIES, VISIBILITY_TIMEOUT
+from celerykit_testing.systemd import SystemdDeployment
 from conftest import ROOT, all_secrets, hosts, playbook, pools_of, unit_names
 
 from celerykit.verify import checks
 from celerykit.verify.target import Target
 
-VISIBILITY_TIMEOUT = 60
-MAX_RETRIES = 2
 SAMPLE_APP = ROOT / "tests" / "fixtures" / "sample_app"
 
 
@@ -119,6 +123,12 @@ def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Ite
         wait_flower(proxy)
 
 
+@pytest.fixture(scope="module")
+def reconfigured_deployment(reconfigured: Reconfigured, proxy: Target) -> SystemdDeployment:
+    """The hosts with the drills' settings; the worker host runs only the pools the converge kept."""
+    return SystemdDeployment(proxy, hosts, lambda host: reconfigured.pools)
+
+
 def test_a_removed_pool_is_stopped_and_disabled(reconfigured: Reconfigured, proxy: Target):
     host, unit = reconfigured.host, f"celery-worker@{reconfigured.removed}"
     assert not host.service(unit).is_running
@@ -128,73 +138,6 @@ def test_a_removed_pool_is_stopped_and_disabled(reconfigured: Reconfigured, prox
     # Its queue has no consumer left: a task sent there waits (run by the pool once it is back).
     probe = checks.send_probe(proxy, reconfigured.removed_queues[0])
     assert drills.settle(proxy, [probe], timeout=10).lost == [probe]
-
-
-def test_a_killed_worker_main_process_loses_no_task(reconfigured: Reconfigured, proxy: Target):
-    """Fault 1 (main process): SIGKILL a pool's main process while its 2 processes run long tasks
-    (2 more queued). systemd restarts the pool; the queued tasks run at once, the two that were
-    running come back after the visibility timeout and run again: started twice, finished once."""
-    host = reconfigured.host
-    pool, queues = next(iter(reconfigured.pools.items()))
-    unit = f"celery-worker@{pool}"
-    before = int(state(host, unit)["NRestarts"])
-    outcome = drills.kill_drill(
-        proxy,
-        queue=queues[0],
-        running=2,
-        queued=2,
-        seconds=10,
-        inject=lambda: host.check_output(f"systemctl kill --signal=SIGKILL --kill-whom=main {unit}"),
-        timeout=VISIBILITY_TIMEOUT + 120,
-    )
-    restarts = int(state(host, unit)["NRestarts"]) - before
-    drills.record(
-        "systemd-fault1-kill-worker-main-process",
-        visibility_timeout=VISIBILITY_TIMEOUT,
-        systemd_restarts=restarts,
-        **outcome.summary(),
-    )
-    assert restarts == 1
-    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
-    assert len(outcome.restarted) == 2, outcome.summary()  # the two that were running
-    assert outcome.seconds >= VISIBILITY_TIMEOUT  # they came back through the visibility timeout
-
-
-def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(
-    reconfigured: Reconfigured, proxy: Target
-):
-    """Fault 6: redis-server stopped until every pool gave up reconnecting (2 retries) and systemd
-    restarted it; once Redis is back each pool consumes within 30 s and runs every task sent."""
-    host = reconfigured.host
-    (redis,) = hosts("redis")
-    units = [f"celery-worker@{pool}" for pool in reconfigured.pools]
-    before = {unit: int(state(host, unit)["NRestarts"]) for unit in units}
-    stopped = time.monotonic()
-    redis.check_output("systemctl stop redis-server")
-    try:
-        deadline = time.monotonic() + 300
-        while any(int(state(host, unit)["NRestarts"]) == before[unit] for unit in units):
-            assert time.monotonic() < deadline, "workers kept waiting for the broker beyond their retry budget"
-            time.sleep(1)
-        gave_up = time.monotonic() - stopped
-    finally:
-        redis.check_output("systemctl start redis-server")
-    restarted_at = time.time()
-    queues = sorted({queue for queues in reconfigured.pools.values() for queue in queues})
-    resumed = drills.resume_seconds(proxy, queues, since=restarted_at, timeout=180)
-    sent = drills.send_tallies(proxy, 10, queues[0])
-    outcome = drills.settle(proxy, sent, timeout=60)
-    restarts = {unit: int(state(host, unit)["NRestarts"]) - before[unit] for unit in units}
-    drills.record(
-        "systemd-fault6-broker-outage-beyond-retry-budget",
-        max_retries=MAX_RETRIES,
-        all_pools_restarted_after_s=round(gave_up, 1),
-        systemd_restarts=restarts,
-        resume_seconds=resumed,
-        **outcome.summary(),
-    )
-    assert max(resumed.values()) <= 30, resumed
-    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
 
 
 def test_the_apps_wheel_and_requirements_are_in_the_virtualenv(reconfigured: Reconfigured):

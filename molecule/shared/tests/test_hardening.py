@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-import drills
 import pytest
 import testinfra
+from celerykit_testing import drills
 from conftest import hosts, secrets, unit_names
 
 TARGET = 4.9

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from celerykit.verify.target import Target
-from celerykit.verify.websocket import OP_CLOSE, OP_TEXT, client_handshake, encode_frame, read_frame
+from celerykit.verify.websocket import WebSocketException, echo
 
 Pools = Mapping[str, Sequence[str]]  # pool name -> queues it must consume, and only those
 HSTS_MIN_AGE = 31536000  # one year
@@ -225,18 +225,14 @@ def routing(target: Target, pools: Pools, timeout: float = 60.0) -> Result:
 
 
 def websocket(target: Target, path: str, message: str = "celerykit ping") -> Result:
-    """Upgrade through the proxy's TLS endpoint and get a text frame echoed back."""
+    """Upgrade through the proxy's TLS endpoint and get a text message echoed back."""
 
     def check() -> tuple[bool, str]:
-        with (
-            socket.create_connection((target.host, target.port), timeout=target.timeout) as raw,
-            target.tls_context().wrap_socket(raw, server_hostname=target.host) as tls,
-        ):
-            status = client_handshake(tls, f"{target.host}:{target.port}", path)
-            tls.sendall(encode_frame(message.encode()))
-            opcode, payload = read_frame(tls)
-            tls.sendall(encode_frame(b"\x03\xe8", OP_CLOSE))
-        ok = opcode == OP_TEXT and payload.decode() == message
-        return ok, f"{status.strip()}; sent {message!r}, got {payload.decode(errors='replace')!r}"
+        try:
+            result = echo(target, path, message)
+        except WebSocketException as exc:  # upgrade refused, connection closed before the echo
+            return False, f"{type(exc).__name__}: {exc}"
+        ok = result.status.split()[1] == "101" and result.reply == message
+        return ok, f"{result.status}; sent {message!r}, got {result.reply!r}"
 
     return _guard("websocket upgrade and echo", check)

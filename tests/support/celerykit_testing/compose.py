@@ -1,0 +1,240 @@
+"""The compose stack as a `Deployment`: `docker compose` and `docker exec` for one project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celerykit.verify.target import Target
+from celerykit_testing.deployment import BEAT, FLOWER, REDIS, worker
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = ROOT / "compose" / "compose.yaml"
+FLOWER_DIR = "/var/lib/celerykit/flower"
+
+
+# Runs inside a container: find the child of PID 1 (the container's init), or its children, and signal them.
+KILL_SNIPPET = """
+import os, sys
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+main = [p for p in pids if p != 1 and ppid(p) == 1]
+targets = main if sys.argv[1] == "main" else [p for p in pids if ppid(p) in main]
+for pid in targets:
+    os.kill(pid, int(sys.argv[2]))
+print(*targets)
+"""
+
+
+@dataclass
+class Compose:
+    """`docker compose` for one project, with its own environment."""
+
+    project: str
+    env: dict[str, str]
+    files: list[Path] = field(default_factory=lambda: [COMPOSE_FILE])
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        command = ["docker", "compose", "-p", self.project]
+        for file in self.files:
+            command += ["-f", str(file)]
+        result = subprocess.run(
+            [*command, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode:
+            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def services(self) -> dict[str, dict]:
+        """Service name -> `docker compose ps` record (state, health, exit code)."""
+        out = self.run("ps", "--all", "--format", "json").stdout.strip()
+        records = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
+        return {r["Service"]: r for r in records}
+
+    def wait_healthy(self, service: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.services().get(service, {}).get("Health") == "healthy":
+                return
+            time.sleep(1)
+        raise AssertionError(f"{service} not healthy after {timeout:.0f}s:\n{self.run('logs', service).stdout[-3000:]}")
+
+    def container(self, service: str) -> str:
+        """Id of the service's (single) container."""
+        ids = self.run("ps", "--all", "--quiet", service).stdout.split()
+        assert len(ids) == 1, f"{service}: expected one container, found {ids}"
+        return ids[0]
+
+    def exec(
+        self, service: str, *args: str, user: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run a command in the service's container (docker exec: no compose TTY handling)."""
+        command = ["docker", "exec"] + (["--user", user] if user else []) + [self.container(service), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if check and result.returncode:
+            raise AssertionError(f"{' '.join(args)} in {service} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def kill(self, service: str, which: str = "main", signal: int = 9) -> list[int]:
+        """Send `signal` from inside the container to the service's main process (the child of
+        the container's init) or to that process's children (a worker's pool processes).
+
+        Unlike `docker kill`, this is a crash the container did not ask for: the restart policy
+        applies, as it would to any process dying on its own.
+        """
+        result = self.exec(service, "python3", "-c", KILL_SNIPPET, which, str(signal))
+        return [int(pid) for pid in result.stdout.split()]
+
+    def restart_count(self, service: str) -> int:
+        return int(self.inspect(service)["RestartCount"])
+
+    def inspect(self, service: str) -> dict:
+        out = subprocess.run(
+            ["docker", "inspect", self.container(service)], capture_output=True, text=True, check=True
+        ).stdout
+        return json.loads(out)[0]
+
+    def logs(self, service: str) -> str:
+        result = self.run("logs", "--no-color", service, check=False)
+        return result.stdout + result.stderr
+
+    def down(self) -> None:
+        self.run("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
+
+
+@dataclass
+class ComposeDeployment:
+    """The drills' view of a compose stack (services named as in compose.yaml)."""
+
+    compose: Compose
+    target: Target
+    expected_pools: Mapping[str, tuple[str, ...]]
+    kind: str = "compose"
+
+    def pools(self) -> dict[str, tuple[str, ...]]:
+        return {pool: tuple(queues) for pool, queues in self.expected_pools.items()}
+
+    def pool_of(self, queue: str) -> str:
+        return next(pool for pool, queues in self.expected_pools.items() if queue in queues)
+
+    def where(self, service: str) -> str:
+        return self.compose.inspect(service)["Name"].lstrip("/")
+
+    def restarts(self, service: str) -> int:
+        return self.compose.restart_count(service)
+
+    def logs(self, service: str, since: float) -> str:
+        result = self.compose.run("logs", "--no-color", "--since", str(int(since)), service)
+        return result.stdout + result.stderr
+
+    def wait_running(self, service: str, timeout: float = 120) -> None:
+        self.compose.wait_healthy(service, timeout)
+
+    def pool_processes(self, pool: str) -> tuple[int, list[int]]:
+        (main,) = self.compose.kill(worker(pool), "main", signal=0)  # signal 0: only look them up
+        return main, self.compose.kill(worker(pool), "children", signal=0)
+
+    def kill_pool_processes(self, pool: str) -> list[int]:
+        return self.compose.kill(worker(pool), "children")
+
+    def kill_pool(self, pool: str) -> None:
+        self.compose.kill(worker(pool))
+
+    def restart_pool(self, pool: str) -> None:
+        self.compose.run("restart", worker(pool))
+
+    def crash_redis(self) -> None:
+        self.compose.run("kill", "--signal", "SIGKILL", REDIS)
+        self.compose.run("start", REDIS)
+
+    def stop_redis(self) -> None:
+        self.compose.run("stop", REDIS)
+
+    def start_redis(self) -> None:
+        self.compose.run("start", REDIS)
+
+    def kill_flower(self) -> None:
+        self.compose.kill(FLOWER)
+
+    def restart_flower(self) -> None:
+        self.compose.run("restart", FLOWER)
+
+    def damage_flower_db(self) -> None:
+        self.compose.exec(FLOWER, "python3", "-c", DAMAGE_AND_KILL)
+
+    def flower_saved_at(self) -> float:
+        return float(self.compose.exec(FLOWER, "python3", "-c", FLOWER_DB_MTIME).stdout.strip() or 0)
+
+    def flower_files(self) -> list[str]:
+        return self.compose.exec(FLOWER, "ls", FLOWER_DIR).stdout.split()
+
+    def restart_beat(self) -> None:
+        self.compose.run("restart", BEAT)
+
+    def kill_beat(self) -> None:
+        self.compose.kill(BEAT)
+
+    def beat_schedulers(self) -> dict[str, int]:
+        containers = self.compose.run("ps", "--quiet", BEAT).stdout.split()  # the running ones
+        counts = {}
+        for container in containers:
+            out = subprocess.run(
+                ["docker", "exec", container, "python3", "-c", COUNT_BEATS],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            ).stdout
+            counts[container] = int(out.strip())
+        return counts
+
+    def heartbeat_seconds(self) -> float:
+        return float(self.compose.env["CELERYKIT_DEMO_HEARTBEAT_SECONDS"])
+
+
+FLOWER_DB_MTIME = f"""
+import glob, os
+files = [f for f in glob.glob("{FLOWER_DIR}/flower.db*") if ".tmp" not in f and ".corrupt" not in f]
+print(max((os.stat(f).st_mtime for f in files), default=0))
+"""
+
+DAMAGE_AND_KILL = f"""
+import glob, os
+for name in glob.glob("{FLOWER_DIR}/flower.db*"):
+    with open(name, "wb") as f:
+        f.write(b"this is not a dbm file" * 100)
+""" + "\n".join(
+    [
+        "def ppid(pid):",
+        "    with open(f'/proc/{pid}/stat') as f:",
+        "        return int(f.read().rsplit(')', 1)[1].split()[1])",
+        "for p in [int(p) for p in os.listdir('/proc') if p.isdigit() and p != '1']:",
+        "    try:",
+        "        if ppid(p) == 1:",
+        "            os.kill(p, 9)",
+        "    except (FileNotFoundError, ProcessLookupError):",
+        "        pass",
+    ]
+)
+
+COUNT_BEATS = """
+import os
+count = 0
+for pid in [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]:  # 1: the container init
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\\0")
+    except FileNotFoundError:
+        continue
+    count += b"celery" in b" ".join(args) and b"beat" in args
+print(count)
+"""

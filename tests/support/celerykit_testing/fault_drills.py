@@ -1,0 +1,199 @@
+"""Fault drills on a deployment with its own settings, each counted task by task: written once, run
+by the compose tests (tests/stack/test_faults.py) and the Molecule verifier
+(molecule/shared/tests/test_faults.py), which import them and give the `deployment` fixture.
+
+Every drill leaves the deployment as it found it: what was killed or restarted runs again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from celerykit.verify import checks
+from celerykit_testing import drills
+from celerykit_testing.deployment import FLOWER, REDIS, Deployment, worker
+
+# In the order the drills run (a star import brings them in this order).
+__all__ = [  # noqa: RUF022
+    "test_killed_pool_processes_requeue_their_tasks_at_once",
+    "test_a_graceful_pool_restart_lets_the_running_task_finish",
+    "test_workers_resume_and_queued_tasks_survive_a_redis_crash",
+    "test_flower_comes_back_with_its_task_history",
+    "test_flower_survives_a_damaged_state_file",
+]
+
+
+def test_killed_pool_processes_requeue_their_tasks_at_once(deployment: Deployment):
+    """Fault 1 (pool processes): SIGKILL the prefork children of the pool consuming high_priority
+    while they run long tasks (4 more queued behind them). task_reject_on_worker_lost puts each
+    back at once; all succeed on that pool, the interrupted ones are started twice and finished
+    once, and the pool itself never went down."""
+    target, pool = deployment.target, deployment.pool_of("high_priority")
+    main, children = deployment.pool_processes(pool)
+    restarts = deployment.restarts(worker(pool))
+    killed: list[int] = []
+    outcome = drills.kill_drill(
+        target,
+        queue="high_priority",
+        running=len(children),  # one long task per prefork process
+        queued=4,
+        seconds=5,
+        inject=lambda: killed.extend(deployment.kill_pool_processes(pool)),
+        timeout=120,
+    )
+    drills.record(
+        "fault1-kill-pool-processes",
+        deployment=deployment.kind,
+        host=deployment.where(worker(pool)),
+        killed=len(killed),
+        **outcome.summary(),
+    )
+    assert killed
+    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
+    assert len(outcome.restarted) == len(children), outcome.summary()  # exactly the ones that were running
+    assert outcome.workers == {pool: len(children) + 4}
+    assert deployment.pool_processes(pool)[0] == main and deployment.restarts(worker(pool)) == restarts
+    deployment.wait_running(worker(pool))
+
+
+def test_a_graceful_pool_restart_lets_the_running_task_finish(deployment: Deployment):
+    """Fault 2: restart the pool consuming low_priority (TERM) while a task runs: warm shutdown
+    (the restart waits for it), SUCCESS, no WorkerLostError in its log, the queued ones run after."""
+    target, pool = deployment.target, deployment.pool_of("low_priority")
+    since = time.time()
+    running = drills.send_tally(target, "low_priority", seconds=6)
+    drills.wait_started(target, [running])
+    queued = drills.send_tallies(target, 3, "low_priority")
+    start = time.monotonic()
+    deployment.restart_pool(pool)
+    restart_seconds = time.monotonic() - start
+    deployment.wait_running(worker(pool))
+    outcome = drills.settle(target, [running, *queued], timeout=120, since=start)
+    logs = deployment.logs(worker(pool), since)
+    drills.record(
+        "fault2-graceful-restart",
+        deployment=deployment.kind,
+        restart_seconds=round(restart_seconds, 1),
+        **outcome.summary(),
+    )
+    assert outcome.lost == [] and outcome.restarted == [] and outcome.executed_twice == [], outcome.summary()
+    assert "WorkerLostError" not in logs
+    assert drills.task_info(target, running)["worker"].startswith(f"{pool}@")
+
+
+def test_workers_resume_and_queued_tasks_survive_a_redis_crash(deployment: Deployment):
+    """Fault 3: tasks wait in Redis (the low pool stops consuming its queue), Redis is SIGKILLed
+    and started again. Every pool consumes again within 30 s; every queued task runs once, on
+    the low pool (AOF everysec: the promise covers tasks enqueued more than ~1 s before the crash).
+
+    Flower learns of a task from worker events, sent over Redis pub/sub: those published while
+    Flower reconnects are gone. For a task Flower did not see finish, the result backend has the
+    word: it counts as run (once, on the low pool) when the backend holds its SUCCESS and tally.
+    """
+    target, pools = deployment.target, deployment.pools()
+    pool = deployment.pool_of("low_priority")
+    drills.wait_pools(target, pools)  # Flower knows the worker (404 otherwise)
+    consumer = target.flower(f"api/worker/queue/%s/{drills.worker_name(target, pool)}?queue=low_priority")
+    assert target.request("POST", consumer % "cancel-consumer").status == 200
+    try:
+        queued = drills.send_tallies(target, 20, "low_priority")
+        time.sleep(1.5)  # appendfsync everysec
+        deployment.crash_redis()
+        restarted_at = time.time()
+        deployment.wait_running(REDIS)
+        redis_seconds = time.time() - restarted_at
+    finally:
+        # The low pool consumes its queue again (retried until its worker is reconnected and answers).
+        deadline = time.monotonic() + 120
+        while target.request("POST", consumer % "add-consumer").status != 200:
+            assert time.monotonic() < deadline, "low pool does not take its queue back"
+            time.sleep(1)
+    queues = sorted({queue for queues in pools.values() for queue in queues})
+    resumed = drills.resume_seconds(target, queues, since=restarted_at)
+    outcome = drills.settle(target, queued, timeout=120)
+    backend = {task_id: drills.backend_result(target, task_id) for task_id in outcome.lost}
+    missed = {
+        task_id: tally
+        for task_id, (state, tally) in backend.items()
+        if state == "SUCCESS" and tally.get("completions") == 1
+    }
+    lost = sorted(set(outcome.lost) - set(missed))
+    ran_on = Counter(outcome.workers) + Counter((t.get("worker") or "?").split("@", 1)[0] for t in missed.values())
+    drills.record(
+        "fault3-redis-sigkill",
+        deployment=deployment.kind,
+        redis_healthy_seconds=round(redis_seconds, 1),
+        resume_seconds=resumed,
+        really_lost=len(lost),
+        ran_but_flower_missed_the_events=len(missed),
+        **outcome.summary(),
+    )
+    assert max(resumed.values()) <= 30, resumed
+    assert lost == [] and outcome.executed_twice == [], (backend, outcome.summary())
+    assert dict(ran_on) == {pool: 20}, (ran_on, backend)
+    drills.wait_pools(target, pools)  # the low pool has its queue back, no pool more
+
+
+@pytest.mark.parametrize("how", ["graceful restart", "sigkill"])
+def test_flower_comes_back_with_its_task_history(deployment: Deployment, how: str):
+    """Fault 4: 20 tasks finished, then Flower restarted (TERM: it saves at exit) or SIGKILLed
+    after its periodic save (the supervisor restarts it): every task is still listed afterwards.
+    Only tasks newer than the last save could be missing after a SIGKILL, and these are older."""
+    target = deployment.target
+    task_ids = drills.send_tallies(target, 20, "high_priority")
+    assert drills.settle(target, task_ids, timeout=60).lost == []
+    restarts = deployment.restarts(FLOWER)
+    if how == "sigkill":
+        finished = max(drills.task_info(target, t)["succeeded"] for t in task_ids)
+        deadline = time.monotonic() + 60
+        while deployment.flower_saved_at() <= finished:  # wait for the periodic save after the last task
+            assert time.monotonic() < deadline, "Flower did not save its state"
+            time.sleep(0.5)
+        deployment.kill_flower()
+    else:
+        deployment.restart_flower()
+    back = drills.flower_back(target)
+    deployment.wait_running(FLOWER)
+    kept = drills.known(target, task_ids)
+    drills.record(
+        f"fault4-flower-{how.replace(' ', '-')}",
+        deployment=deployment.kind,
+        tasks=20,
+        kept=kept,
+        lost=20 - kept,
+        api_back_s=round(back, 1),
+    )
+    assert kept == 20
+    if how == "sigkill":
+        assert deployment.restarts(FLOWER) == restarts + 1  # the supervisor brought it back
+
+
+def test_flower_survives_a_damaged_state_file(deployment: Deployment):
+    """Fault 4 (damaged db): garbage in Flower's db file, then SIGKILL (no save at exit): Flower
+    moves the file aside and starts with an empty history, once, instead of crash-looping, and
+    takes tasks again."""
+    target = deployment.target
+    before = deployment.restarts(FLOWER)
+    deployment.damage_flower_db()
+    back = drills.flower_back(target)
+    deployment.wait_running(FLOWER)
+    restarts = deployment.restarts(FLOWER) - before
+    deadline = time.monotonic() + 10  # still up a while later: no crash loop
+    while time.monotonic() < deadline:
+        assert deployment.restarts(FLOWER) - before == restarts, "Flower restarts again and again"
+        time.sleep(1)
+    deployment.wait_running(FLOWER)
+    files = deployment.flower_files()
+    drills.record(
+        "fault4-flower-damaged-db",
+        deployment=deployment.kind,
+        api_back_s=round(back, 1),
+        restarts=restarts,
+        files=files,
+    )
+    assert restarts == 1
+    assert any(name.endswith(".corrupt") for name in files), files
+    assert checks.wait_for_task(target, checks.send_probe(target, "high_priority"))["state"] == "SUCCESS"

@@ -1,0 +1,95 @@
+"""Fault drills that need other settings than the defaults, written once for both suites, on the
+`reconfigured_deployment` fixture: a deployment converged (compose: started) with
+
+- the smallest visibility timeout the kit accepts (60 s, pool time limits below it: 50/45 s) and
+  two processes in the pool consuming low_priority: a worker's *main* process SIGKILLed leaves
+  its running tasks unacknowledged in Redis's `unacked` set; they come back after the visibility
+  timeout (kombu sweeps every 10 s). With the kit's default 7200 s they would run two hours
+  later: never lost, but late;
+- a retry budget of 2 broker reconnections (Celery's default is 100): a broker outage longer
+  than that ends the workers, the supervisor starts them again, they consume once Redis is back.
+"""
+
+from __future__ import annotations
+
+import time
+
+from celerykit_testing import drills
+from celerykit_testing.deployment import Deployment, worker
+
+__all__ = [
+    "test_a_killed_worker_main_process_loses_no_task",
+    "test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget",
+]
+
+VISIBILITY_TIMEOUT = 60
+MAX_RETRIES = 2
+
+
+def test_a_killed_worker_main_process_loses_no_task(reconfigured_deployment: Deployment):
+    """Fault 1 (main process): SIGKILL the main process of the pool consuming low_priority while
+    its 2 processes run long tasks (2 more queued). The supervisor restarts the pool; the queued
+    tasks run at once, the two that were running come back after the visibility timeout and run
+    again. Nothing is lost; the two interrupted tasks are started twice and finished once."""
+    deployment = reconfigured_deployment
+    pool = deployment.pool_of("low_priority")
+    before = deployment.restarts(worker(pool))
+    outcome = drills.kill_drill(
+        deployment.target,
+        queue="low_priority",
+        running=2,
+        queued=2,
+        seconds=10,
+        inject=lambda: deployment.kill_pool(pool),
+        timeout=VISIBILITY_TIMEOUT + 120,
+    )
+    restarts = deployment.restarts(worker(pool)) - before
+    drills.record(
+        "fault1-kill-worker-main-process",
+        deployment=deployment.kind,
+        visibility_timeout=VISIBILITY_TIMEOUT,
+        restarts=restarts,
+        **outcome.summary(),
+    )
+    assert restarts == 1
+    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
+    assert len(outcome.restarted) == 2, outcome.summary()  # the two that were running
+    assert outcome.seconds >= VISIBILITY_TIMEOUT  # they came back through the visibility timeout
+
+
+def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(reconfigured_deployment: Deployment):
+    """Fault 6: Redis stopped until every pool gave up reconnecting (2 retries) and exited; the
+    supervisor starts them again; once Redis is back each pool consumes within 30 s, runs every
+    task sent once, and exactly the pools consume exactly their queues."""
+    deployment = reconfigured_deployment
+    target, pools = deployment.target, deployment.pools()
+    services = [worker(pool) for pool in pools]
+    before = {service: deployment.restarts(service) for service in services}
+    stopped = time.monotonic()
+    deployment.stop_redis()
+    try:
+        deadline = time.monotonic() + 300
+        while any(deployment.restarts(service) == before[service] for service in services):
+            assert time.monotonic() < deadline, "workers kept waiting for the broker beyond their retry budget"
+            time.sleep(1)
+        gave_up = time.monotonic() - stopped
+    finally:
+        deployment.start_redis()
+    restarted_at = time.time()
+    queues = sorted({queue for queues in pools.values() for queue in queues})
+    resumed = drills.resume_seconds(target, queues, since=restarted_at, timeout=180)
+    sent = drills.send_tallies(target, 10, queues[0])
+    outcome = drills.settle(target, sent, timeout=60)
+    restarts = {service: deployment.restarts(service) - before[service] for service in services}
+    drills.record(
+        "fault6-broker-outage-beyond-retry-budget",
+        deployment=deployment.kind,
+        max_retries=MAX_RETRIES,
+        all_pools_restarted_after_s=round(gave_up, 1),
+        restarts=restarts,
+        resume_seconds=resumed,
+        **outcome.summary(),
+    )
+    assert max(resumed.values()) <= 30, resumed
+    assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
+    drills.wait_pools(target, pools, timeout=60)
