@@ -13,8 +13,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-import drills
 import pytest
+from celerykit_testing import drills
 from conftest import Stack
 
 from celerykit.verify import checks
