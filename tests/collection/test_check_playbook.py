@@ -78,8 +78,8 @@ CASES = [
         "queue-name-with-space",
         {"celerykit_worker_pools": pools(queues=["high priority"])},
         [
-            "celerykit_worker_pools[0] (high): queues must be queue names of letters, digits, '_', '.', ':', '-'"
-            " (no spaces), got ['high priority']"
+            "celerykit_worker_pools[0] (high): queues must be names of letters, digits, '_', '.', ':', '-',"
+            " got ['high priority']"
         ],
     ),
     (
