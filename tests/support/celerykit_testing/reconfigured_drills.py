@@ -65,12 +65,15 @@ def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(re
     target, pools = deployment.target, deployment.pools()
     services = [worker(pool) for pool in pools]
     before = {service: deployment.restarts(service) for service in services}
-    stopped = time.monotonic()
+    stopped, stopped_at = time.monotonic(), time.time()
     deployment.stop_redis()
     try:
         deadline = time.monotonic() + 300
-        while any(deployment.restarts(service) == before[service] for service in services):
-            assert time.monotonic() < deadline, "workers kept waiting for the broker beyond their retry budget"
+        while waiting := [service for service in services if deployment.restarts(service) == before[service]]:
+            assert time.monotonic() < deadline, (
+                f"{waiting} kept waiting for the broker beyond their retry budget; their logs since Redis stopped: "
+                + repr({service: deployment.logs(service, since=stopped_at)[-2000:] for service in waiting})
+            )
             time.sleep(1)
         gave_up = time.monotonic() - stopped
     finally:
