@@ -20,7 +20,7 @@ from celerykit.rules import (
     REDIS_USER,
     Checker,
     PoolSettings,
-    _whole,
+    whole_number,
 )
 
 Check = Callable[[Checker, str, Any, Mapping[str, Any]], None]
@@ -54,7 +54,7 @@ def _controller_files(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -
 
 
 def _pools(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
-    visibility = _whole(args.get("celerykit_app_visibility_timeout", defaults.VISIBILITY_TIMEOUT))
+    visibility = whole_number(args.get("celerykit_app_visibility_timeout", defaults.VISIBILITY_TIMEOUT))
     if visibility is not None and visibility < MIN_VISIBILITY_TIMEOUT:
         visibility = None  # refused on its own; comparing the pools with it would say nothing new
     pools = []
@@ -106,7 +106,7 @@ def _public_https_port(c: Checker, name: str, value: Any, args: Mapping[str, Any
 
 def _http_port(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
     port = c.port(name, value)
-    https = _whole(args.get("celerykit_proxy_https_port"))
+    https = whole_number(args.get("celerykit_proxy_https_port"))
     c.distinct_ports(name, port, "celerykit_proxy_https_port", https)
 
 

@@ -57,7 +57,7 @@ class Checker:
 
     def whole(self, name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int | None:
         """A whole number within bounds (YAML ints, or strings of digits as environments give them)."""
-        number = _whole(value)
+        number = whole_number(value)
         if number is None:
             self.refuse(name, "must be a whole number", value)
             return None
@@ -212,7 +212,8 @@ class PoolSettings:
         return self.raw.get(key, self.values.get(key))
 
 
-def _whole(value: Any) -> int | None:
+def whole_number(value: Any) -> int | None:
+    """A YAML int or a string of digits (as environments give them) as an int; None for anything else."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
