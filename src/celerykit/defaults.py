@@ -45,6 +45,10 @@ FLOWER_MAX_TASKS = 10000
 FLOWER_STATE_SAVE_INTERVAL_MS = 15000
 FLOWER_PURGE_OFFLINE_WORKERS = 600
 
+# Long-lived WebSocket connections of apps behind the proxy are not cut before this (nginx's own
+# proxy_read_timeout is 60 s).
+PROXY_READ_TIMEOUT = "1h"
+
 # The self-signed certificate a proxy starts with when given none (celerykit.tls): NIST P-256
 # ECDSA, which every client accepts, valid for the longest span browsers accept.
 TLS_KEY_CURVE = "secp256r1"

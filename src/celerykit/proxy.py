@@ -24,15 +24,15 @@ CERTIFICATE, KEY = "tls.crt", "tls.key"
 
 def render_site(
     *,
-    server_name: str = "_",
-    http_port: int = 80,
-    https_port: int = 443,
+    server_name: str,
+    http_port: int,
+    https_port: int,
+    flower_upstream: str,
+    flower_url_prefix: str,
+    tls_dir: str,
     public_https_port: int | None = None,
-    flower_upstream: str = f"{defaults.FLOWER_ADDRESS}:{defaults.FLOWER_PORT}",
-    flower_url_prefix: str = defaults.FLOWER_URL_PREFIX,
-    tls_dir: str = "/etc/nginx/celerykit-tls",
     metrics_allow: Sequence[str] = (),
-    read_timeout: str = "1h",
+    read_timeout: str = defaults.PROXY_READ_TIMEOUT,
     include_dir: str = "",
     header: str = "# Managed by celerykit.",
 ) -> str:
@@ -112,6 +112,8 @@ def main(argv: Sequence[str] = ()) -> int:
         return 78
     site = render_site(
         server_name=server_name,
+        http_port=80,  # inside the container; compose publishes them where the user says
+        https_port=443,
         public_https_port=public_port,
         flower_upstream=env("CELERYKIT_FLOWER_UPSTREAM", f"flower:{defaults.FLOWER_PORT}"),
         flower_url_prefix=prefix,

@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def render(**overrides) -> str:
     settings = {
         "server_name": "flower.example.com",
+        "http_port": 80,
+        "https_port": 443,
         "flower_upstream": "127.0.0.1:5555",
+        "flower_url_prefix": "flower",
         "tls_dir": "/etc/ssl/celerykit",
         "metrics_allow": ["10.0.0.0/8"],
         **overrides,
@@ -79,3 +82,10 @@ def test_a_certificate_without_its_key_is_refused(tmp_path):
     (tmp_path / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(ConfigError, match=r"tls\.key is missing"):
         ensure_certificate(tmp_path, "_")
+
+
+def test_long_lived_connections_get_the_kits_read_timeout():
+    from celerykit import defaults
+
+    assert f"proxy_read_timeout {defaults.PROXY_READ_TIMEOUT};" in render()
+    assert "proxy_read_timeout 5m;" in render(read_timeout="5m")
