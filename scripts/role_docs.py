@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Write the roles' configuration tables into README.md: types and meanings from each role's
-meta/argument_specs.yml, defaults from its defaults/main.yml (the kit's own defaults resolved from
-src/celerykit/defaults.py, where those roles' defaults come from).
+"""Write the configuration tables into README.md, so that no default is written there by hand:
+- the roles': types and meanings from each role's meta/argument_specs.yml, defaults from its
+  defaults/main.yml (the kit's own defaults resolved from src/celerykit/defaults.py);
+- the compose stack's: the kit's defaults from src/celerykit/defaults.py, compose's own (ports,
+  paths, names) from compose/compose.yaml.
 
 scripts/role_docs.py           rewrite the section between the role-docs markers
 scripts/role_docs.py --check   exit 1 if README.md is out of date (the unit tests run this)
@@ -22,6 +24,120 @@ from celerykit import defaults as kit  # noqa: E402
 
 README = ROOT / "README.md"
 START, END = "<!-- role-docs:start -->", "<!-- role-docs:end -->"
+STACK_START, STACK_END = "<!-- stack-docs:start -->", "<!-- stack-docs:end -->"
+COMPOSE = (ROOT / "compose" / "compose.yaml").read_text()
+
+
+def compose_default(variable: str) -> str:
+    (value,) = set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", COMPOSE))
+    return value
+
+
+def pools(key: str) -> str:
+    return ", ".join(str(kit.pool(p["name"])[key]) for p in kit.POOLS)
+
+
+# The compose stack's variables: (variables, default, meaning).
+STACK = [
+    (
+        "`CELERYKIT_HTTPS_PORT` / `CELERYKIT_HTTP_PORT`",
+        lambda: f"`{compose_default('CELERYKIT_HTTPS_PORT')}` / `{compose_default('CELERYKIT_HTTP_PORT')}`",
+        "published ports of nginx",
+    ),
+    (
+        "`CELERYKIT_BIND`",
+        lambda: f"`{compose_default('CELERYKIT_BIND')}`",
+        "address the ports are published on (`0.0.0.0` to serve others)",
+    ),
+    (
+        "`CELERYKIT_SERVER_NAME`",
+        lambda: f"`{compose_default('CELERYKIT_SERVER_NAME')}`",
+        "nginx `server_name` (and the self-signed certificate's name)",
+    ),
+    ("`CELERYKIT_METRICS_ALLOW`", lambda: "*(none)*", "space-separated networks allowed to read `/flower/metrics`"),
+    ("`CELERYKIT_FLOWER_USER`", lambda: f"`{kit.FLOWER_USER}`", "Flower's basic-auth user"),
+    ("`CELERYKIT_FLOWER_URL_PREFIX`", lambda: f"`{kit.FLOWER_URL_PREFIX}`", "path of Flower behind the proxy"),
+    (
+        "`CELERYKIT_FLOWER_MAX_TASKS`",
+        lambda: f"`{kit.FLOWER_MAX_TASKS}`",
+        "tasks Flower keeps in memory (Flower's own default, 100000, grows memory)",
+    ),
+    (
+        "`CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS`",
+        lambda: f"`{kit.FLOWER_STATE_SAVE_INTERVAL_MS}`",
+        "how often Flower saves its state",
+    ),
+    (
+        "`CELERYKIT_FLOWER_PURGE_OFFLINE_WORKERS`",
+        lambda: f"`{kit.FLOWER_PURGE_OFFLINE_WORKERS}`",
+        "seconds before an offline worker disappears",
+    ),
+    (
+        "`CELERYKIT_HIGH_QUEUES`, `_MEDIUM_QUEUES`, `_LOW_QUEUES`",
+        lambda: "; ".join(f"`{','.join(p['queues'])}`" for p in kit.POOLS),
+        "queues of each pool (comma-separated)",
+    ),
+    (
+        "`CELERYKIT_HIGH_CONCURRENCY`, `_MEDIUM_`, `_LOW_`",
+        lambda: f"`{pools('concurrency')}`",
+        "processes per pool (1-256)",
+    ),
+    (
+        "`CELERYKIT_HIGH_PREFETCH_MULTIPLIER`, `_MEDIUM_`, `_LOW_`",
+        lambda: f"`{pools('prefetch_multiplier')}`",
+        "messages reserved per process",
+    ),
+    (
+        "`CELERYKIT_HIGH_MAX_TASKS_PER_CHILD`, `_MEDIUM_`, `_LOW_`",
+        lambda: f"`{pools('max_tasks_per_child')}`",
+        "tasks a process runs before it is replaced",
+    ),
+    (
+        "`CELERYKIT_TIME_LIMIT` / `CELERYKIT_SOFT_TIME_LIMIT`",
+        lambda: f"`{kit.POOL['time_limit']}` / `{kit.POOL['soft_time_limit']}`",
+        "hard/soft task time limits (soft < hard < visibility timeout)",
+    ),
+    (
+        "`CELERYKIT_VISIBILITY_TIMEOUT`",
+        lambda: f"`{kit.VISIBILITY_TIMEOUT}`",
+        "Redis redelivery timeout for unacknowledged tasks",
+    ),
+    (
+        "`CELERYKIT_WORKER_STOP_GRACE_PERIOD`",
+        lambda: f"`{compose_default('CELERYKIT_WORKER_STOP_GRACE_PERIOD')}`",
+        "time a stopping worker gets to finish running tasks",
+    ),
+    (
+        "`CELERYKIT_BROKER_CONNECTION_MAX_RETRIES`",
+        lambda: f"`{kit.BROKER_CONNECTION_MAX_RETRIES}`",
+        "broker reconnection attempts before a worker exits (and is restarted)",
+    ),
+    ("`CELERYKIT_LOG_LEVEL`", lambda: f"`{kit.LOG_LEVEL}`", "Celery log level"),
+    (
+        "`CELERYKIT_DEMO_HEARTBEAT_SECONDS` / `CELERYKIT_DEMO_RETRY_DELAY_SECONDS`",
+        lambda: (
+            f"`{compose_default('CELERYKIT_DEMO_HEARTBEAT_SECONDS')}`"
+            f" / `{compose_default('CELERYKIT_DEMO_RETRY_DELAY_SECONDS')}`"
+        ),
+        "demo app's schedule and retry delay",
+    ),
+    (
+        "`CELERYKIT_SECRETS_DIR` / `CELERYKIT_TLS_DIR`",
+        lambda: (
+            f"`{compose_default('CELERYKIT_SECRETS_DIR')}` / `{compose_default('CELERYKIT_TLS_DIR')}` (in `compose/`)"
+        ),
+        "where secrets and the certificate live",
+    ),
+    ("`CELERYKIT_PROJECT`", lambda: f"`{compose_default('CELERYKIT_PROJECT')}`", "compose project name"),
+]
+
+
+def stack_table() -> str:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| {variables} | {default()} | {meaning} |" for variables, default, meaning in STACK]
+    return "\n".join(rows)
+
+
 KIT_DEFAULT = re.compile(r"^\{\{ lookup\('celerykit\.platform\.kit_default', '(\w+)'\) \}\}$")
 
 
@@ -76,14 +192,18 @@ def role_tables() -> str:
     return "\n\n".join(sections)
 
 
+def replace(text: str, start: str, end: str, content: str) -> str:
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return f"{before}{start}\n{content}\n{end}{after}"
+
+
 def main() -> int:
     text = README.read_text()
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    updated = f"{before}{START}\n{role_tables()}\n{END}{after}"
+    updated = replace(replace(text, START, END, role_tables()), STACK_START, STACK_END, stack_table())
     if "--check" in sys.argv[1:]:
         if updated != text:
-            print("README.md's role tables are out of date: run scripts/role_docs.py", file=sys.stderr)
+            print("README.md's configuration tables are out of date: run scripts/role_docs.py", file=sys.stderr)
             return 1
         return 0
     README.write_text(updated)
