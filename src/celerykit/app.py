@@ -11,8 +11,10 @@ import os
 
 from celery.app.utils import find_app
 
+from celerykit import patches
 from celerykit.celeryconfig import kit_settings
 from celerykit.settings import Env
 
+patches.apply()
 app = find_app(os.environ.get("CELERYKIT_APP", "celerykit.demo:app"))
 app.conf.update(kit_settings(Env.current()))

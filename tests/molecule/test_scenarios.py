@@ -1,8 +1,8 @@
 """Run each Molecule scenario's test sequence (converge, idempotence, verify...) on systemd containers.
 
 Each action runs as its own `molecule <action>` so its duration is measured; the sequence is the
-scenario's own `test_sequence`. The instances are destroyed whatever happens. Durations are printed
-at the end of the run.
+scenario's own `test_sequence`. The instances are destroyed whatever happens. Durations are recorded
+with the drills' figures (tests/conftest.py prints them at the end of the run).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from celerykit_testing import drills
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-TIMINGS: dict[str, dict[str, float]] = {}
 
 
 def molecule(action: str, scenario: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def molecule(action: str, scenario: str, timeout: float = 1800) -> subprocess.Co
 def test_scenario_converges_idempotently_and_verifies(scenario: str):
     config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
     sequence = config["scenario"]["test_sequence"]
-    timings = TIMINGS.setdefault(scenario, {})
+    timings: dict[str, float] = {}
     try:
         for action in sequence:
             start = time.monotonic()
@@ -49,3 +49,5 @@ def test_scenario_converges_idempotently_and_verifies(scenario: str):
             assert result.returncode == 0, f"molecule {action} failed:\n{(result.stdout + result.stderr)[-8000:]}"
     finally:
         molecule("destroy", scenario)
+        figures = {action: round(seconds) for action, seconds in timings.items()}
+        drills.record("molecule-timings", scenario=scenario, **figures, total=sum(figures.values()))

@@ -118,28 +118,3 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def deployment(stack: Stack) -> ComposeDeployment:
     """The session's stack as the fault drills see it (celerykit_testing.fault_drills)."""
     return ComposeDeployment(stack.compose, stack.target, POOLS)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.stack)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def drill_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Drills append their figures here (JSON lines); the summary prints them after the run."""
-    path = tmp_path_factory.getbasetemp() / "drills.jsonl"
-    os.environ["CELERYKIT_DRILL_REPORT"] = str(path)
-    yield path
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    path = os.environ.get("CELERYKIT_DRILL_REPORT")
-    if not path or not Path(path).exists():
-        return
-    terminalreporter.section("fault drills and attack checks: measured figures")
-    for line in Path(path).read_text().splitlines():
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"(JSON lines in {path})")

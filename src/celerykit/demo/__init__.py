@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+import redis
 from celery import Celery
 
 app = Celery("celerykit_demo")
@@ -58,6 +59,21 @@ def sleep(self, seconds: float = 1.0):
     return {**_where(self), "slept": seconds}
 
 
+def _count(client, key: str, patience: float = 60.0) -> int:
+    """INCR a counter, waiting for Redis if it is down (a drill may have killed it): the count must
+    not turn into the task's failure."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            count = client.incr(key)
+            client.expire(key, 86400)
+            return int(count)
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @app.task(bind=True, name="celerykit.demo.tally")
 def tally(self, seconds: float = 0.0):
     """Count this task id's executions in the result backend, sleep, return the count.
@@ -67,13 +83,10 @@ def tally(self, seconds: float = 0.0):
     (2 = executed twice). The counter lives in Redis, so it survives the worker that ran the task.
     """
     key = f"celerykit:tally:{self.request.id}"
-    client = self.app.backend.client
-    runs = client.incr(key)
-    client.expire(key, 86400)
+    runs = _count(self.app.backend.client, key)
     time.sleep(seconds)
-    completions = client.incr(key + ":done")
-    client.expire(key + ":done", 86400)
-    return {**_where(self), "runs": int(runs), "completions": int(completions), "slept": seconds}
+    completions = _count(self.app.backend.client, key + ":done")
+    return {**_where(self), "runs": runs, "completions": completions, "slept": seconds}
 
 
 @app.task(bind=True, name="celerykit.demo.heartbeat")

@@ -3,6 +3,8 @@
 - `drills`: send counted tasks through Flower, settle them, record the figures;
 - `deployment`: what a fault drill needs from a deployment (the `Deployment` protocol);
 - `compose` and `systemd`: that protocol over `docker compose` and over testinfra hosts;
+- `soak`: the chaos soak (many faults, some at once, under a stream of tasks), run by
+  `reconfigured_drills`;
 - `fault_drills`, `beat_drills`, `reconfigured_drills`: the drills themselves, each one test
   function that both suites import (`from celerykit_testing.fault_drills import *`) and run on
   the `deployment`, `beat_deployment` or `reconfigured_deployment` fixture their conftests give.
@@ -15,5 +17,5 @@ import pytest
 
 # The drills' asserts are pytest's: rewritten for detailed failure messages, as in a test module.
 pytest.register_assert_rewrite(
-    *(f"{__name__}.{module}" for module in ("drills", "beat_drills", "fault_drills", "reconfigured_drills"))
+    *(f"{__name__}.{module}" for module in ("drills", "beat_drills", "fault_drills", "reconfigured_drills", "soak"))
 )

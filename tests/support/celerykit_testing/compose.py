@@ -91,7 +91,10 @@ class Compose:
         Unlike `docker kill`, this is a crash the container did not ask for: the restart policy
         applies, as it would to any process dying on its own.
         """
-        result = self.exec(service, "python3", "-c", KILL_SNIPPET, which, str(signal))
+        result = self.exec(service, "python3", "-c", KILL_SNIPPET, which, str(signal), check=False)
+        # Killing the main process ends the container, and with it this exec, after it printed.
+        if result.returncode and not (which == "main" and result.stdout.strip()):
+            raise AssertionError(f"kill {which} {signal} in {service} failed: {result.stdout}{result.stderr}")
         return [int(pid) for pid in result.stdout.split()]
 
     def restart_count(self, service: str) -> int:
@@ -136,8 +139,14 @@ class ComposeDeployment:
         result = self.compose.run("logs", "--no-color", "--since", str(int(since)), service)
         return result.stdout + result.stderr
 
-    def wait_running(self, service: str, timeout: float = 120) -> None:
-        self.compose.wait_healthy(service, timeout)
+    def wait_running(self, service: str, timeout: float = 120, healthy: bool = True) -> None:
+        if healthy:
+            self.compose.wait_healthy(service, timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while self.compose.services().get(service, {}).get("State") != "running":
+            assert time.monotonic() < deadline, f"{service} not running after {timeout:.0f}s"
+            time.sleep(0.5)
 
     def pool_processes(self, pool: str) -> tuple[int, list[int]]:
         (main,) = self.compose.kill(worker(pool), "main", signal=0)  # signal 0: only look them up

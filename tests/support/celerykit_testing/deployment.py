@@ -48,8 +48,9 @@ class Deployment(Protocol):
         """The service's log lines since `since` (a time.time() stamp)."""
         ...
 
-    def wait_running(self, service: str, timeout: float = 120) -> None:
-        """Return once the service runs (healthy) again; fail after `timeout` s."""
+    def wait_running(self, service: str, timeout: float = 120, healthy: bool = True) -> None:
+        """Return once the service runs again (and passes its health check, unless `healthy` is
+        False); fail after `timeout` s."""
         ...
 
     # Worker pools.

@@ -8,18 +8,22 @@
   later: never lost, but late;
 - a retry budget of 2 broker reconnections (Celery's default is 100): a broker outage longer
   than that ends the workers, the supervisor starts them again, they consume once Redis is back.
+
+The chaos soak (celerykit_testing.soak) runs here too: its main-process kills need the short
+visibility timeout to see their tasks come back within the run.
 """
 
 from __future__ import annotations
 
 import time
 
-from celerykit_testing import drills
+from celerykit_testing import drills, soak
 from celerykit_testing.deployment import Deployment, worker
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - in the order the drills run: the soak last
     "test_a_killed_worker_main_process_loses_no_task",
     "test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget",
+    "test_a_chaos_soak_loses_revokes_and_fails_no_task",
 ]
 
 VISIBILITY_TIMEOUT = 60
@@ -96,3 +100,17 @@ def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(re
     assert max(resumed.values()) <= 30, resumed
     assert outcome.lost == [] and outcome.executed_twice == [], outcome.summary()
     drills.wait_pools(target, pools, timeout=60)
+
+
+def test_a_chaos_soak_loses_revokes_and_fails_no_task(reconfigured_deployment: Deployment):
+    """Faults of every kind the drills know, ten of each and some two at once, while tasks stream to
+    every queue: every task the broker acknowledged succeeds, except within one second before a
+    Redis SIGKILL (AOF everysec) or the SIGKILL of the main process of the worker consuming it
+    (kombu's two-step fetch; see soak.WINDOW). None is revoked or failed by the kit; duplicates are
+    reported."""
+    figures = soak.soak(reconfigured_deployment, visibility_timeout=VISIBILITY_TIMEOUT)
+    replay = f"replay with CELERYKIT_SOAK_SEED={figures['seed']}: {figures}"
+    assert not figures["faults_not_injected"], replay
+    assert set(figures["lost"]) <= {*figures["lost_in_redis_window"], *figures["lost_in_fetch_window"]}, replay
+    assert figures["revoked"] == [] and figures["failed"] == {}, replay
+    assert figures["succeeded"] + len(figures["lost"]) == figures["sent"], replay

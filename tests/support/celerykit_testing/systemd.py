@@ -82,7 +82,8 @@ class SystemdDeployment:
         host, unit = self._unit(service)
         return host.check_output(f"journalctl -u {unit} --since @{int(since)} --no-pager -o cat")
 
-    def wait_running(self, service: str, timeout: float = 120) -> None:
+    def wait_running(self, service: str, timeout: float = 120, healthy: bool = True) -> None:
+        # systemd knows no health check beyond "running": `healthy` changes nothing here.
         deadline = time.monotonic() + timeout
         while True:
             state = self._state(service)

@@ -1,0 +1,90 @@
+"""The Celery fix the kit carries (celerykit.patches), on Celery's own Request and result backends.
+
+A worker that loses Redis cancels its running late-ack tasks; the cancellation's RETRY store fails
+because Redis is gone; when the killed child is reported, Redis is back. Here the first store goes
+to a Redis port nobody listens on (it fails as a lost Redis does), the second to Celery's
+in-memory backend (it works, as a Redis that came back does).
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import celery
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import Terminated
+from celery import Celery
+from celery.backends.redis import RedisBackend
+from celery.worker.request import Request
+from kombu import Message
+
+from celerykit import patches
+
+
+def unreachable_redis(app: Celery) -> RedisBackend:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app.conf.result_backend_transport_options = {"retry_policy": {"max_retries": 0}}
+    return RedisBackend(app=app, url=f"redis://127.0.0.1:{port}/0")
+
+
+ORIGINAL = getattr(Request._announce_cancelled, "__wrapped__", Request._announce_cancelled)
+
+
+def cancelled_then_reported(announce_cancelled) -> tuple[list[str], str]:
+    """Cancel a running task while the backend is down, then report its killed child once the
+    backend works again. Returns the acknowledgements made and the state the backend holds."""
+    app = Celery("patch-test", broker="memory://", backend="cache+memory://", set_as_current=False)
+
+    @app.task(name="patch-test.long", acks_late=True)
+    def long():
+        pass  # pragma: no cover - never executed: the test plays the worker's part
+
+    task_id = str(uuid.uuid4())  # the in-memory backend is one per process
+    headers, _, body, _ = app.amqp.as_task_v2(task_id, long.name)
+    acks: list[str] = []
+    request = Request(
+        Message(body=body, headers=headers, delivery_tag=1),
+        app=app,
+        task=long,
+        decoded=True,
+        body=body,
+        on_ack=lambda *_: acks.append("ack"),
+    )
+    working = long.backend
+    long.backend = unreachable_redis(app)
+    try:
+        announce_cancelled(request)
+    except Exception as error:  # the unpatched Celery raises here, as in the worker's log
+        print(f"announcing the cancellation raised {error!r}")
+    long.backend = working
+    try:  # the pool reports the killed child
+        raise Terminated(15)
+    except Terminated:
+        request.on_failure(ExceptionInfo())
+    return acks, working.get_state(task_id)
+
+
+def test_unpatched_celery_revokes_and_acknowledges_a_task_it_cancelled():
+    """The bug, on the installed Celery: nothing revoked the task, yet it ends REVOKED and its
+    message is acknowledged (gone from Redis: never run again)."""
+    assert cancelled_then_reported(ORIGINAL) == (["ack"], "REVOKED")
+
+
+def test_the_kit_keeps_a_cancelled_task_unacknowledged():
+    """Patched: no acknowledgement, no REVOKED state: the message is redelivered."""
+    acks, state = cancelled_then_reported(patches.cancel_keeps_the_message(ORIGINAL))
+    assert acks == []
+    assert state == "PENDING"  # the RETRY store failed; nothing else was stored
+
+
+def test_the_installed_celery_is_a_version_the_patch_was_checked_against():
+    assert patches.affected(tuple(celery.VERSION)), (
+        f"Celery {celery.__version__}: read celery/worker/request.py (cancel, _announce_cancelled, on_failure) "
+        "and widen or drop celerykit.patches.AFFECTED"
+    )
+    assert patches.apply()
+    assert Request._announce_cancelled.celerykit_patched
+    assert not patches.affected((5, 8))
