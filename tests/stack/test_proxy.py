@@ -25,7 +25,9 @@ def test_proxy_keeps_its_promise(stack: Stack, check):
 
 def test_websocket_upgrade_and_echo_through_the_tls_endpoint(stack: Stack):
     result = checks.websocket(stack.target, "/ws-echo/")
-    assert result, result.detail
+    if not result:  # what the proxy and the echo server saw
+        logs = stack.compose.run("logs", "--no-color", "--tail", "20", "nginx", "ws-echo", check=False).stdout
+        pytest.fail(f"{result.detail}\n{logs[-4000:]}")
 
 
 def test_only_nginx_publishes_a_port(stack: Stack):
