@@ -11,11 +11,13 @@ from __future__ import annotations
 import socket
 import uuid
 
+import billiard
 import celery
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import Terminated
 from celery import Celery
 from celery.backends.redis import RedisBackend
+from celery.concurrency.asynpool import AsynPool
 from celery.worker.request import Request
 from kombu import Message
 
@@ -85,6 +87,11 @@ def test_the_installed_celery_is_a_version_the_patch_was_checked_against():
         f"Celery {celery.__version__}: read celery/worker/request.py (cancel, _announce_cancelled, on_failure) "
         "and widen or drop celerykit.patches.AFFECTED"
     )
+    assert patches.billiard_affected(patches._billiard_version()), (
+        f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and celery/concurrency/"
+        "asynpool.py (_event_process_exit) and widen or drop celerykit.patches.AFFECTED_BILLIARD"
+    )
     assert patches.apply()
     assert Request._announce_cancelled.celerykit_patched
+    assert AsynPool._event_process_exit.celerykit_patched
     assert not patches.affected((5, 8))

@@ -34,6 +34,7 @@ COMPOUND_PER_KIND = 2
 WINDOW = 1.0
 SLEEP_SHARE, SLEEP_SECONDS = 0.2, 0.5  # a fifth of the tasks sleep; the rest are no-ops
 RATE = 16.0  # tasks sent per second at most: well within the pools' capacity when nothing fails
+MIN_TASKS = 1500  # sent in all, streaming on after the faults if need be
 SENDERS = 3  # clients sending side by side (one request takes up to a few hundred ms under faults)
 # What the kit's Celery fix (celerykit.patches) logs when it keeps a cancelled task unacknowledged.
 KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
@@ -249,6 +250,13 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
     for thread in threads:
         thread.join(timeout=600)
     time.sleep(max(0.0, start + seconds - time.monotonic()))
+    faults_over = time.time()
+    sent_under_faults = sum(len(stream.sent) for stream in streams)
+    # Every refusal while Flower restarts costs a task (on a loaded machine Flower may be down for
+    # most of the schedule): keep streaming, faults over, until the soak has sent enough.
+    deadline = time.monotonic() + 120
+    while sum(len(stream.sent) for stream in streams) < MIN_TASKS and time.monotonic() < deadline:
+        time.sleep(1)
     for stream, sender in zip(streams, senders, strict=True):
         stream.stop.set()
         sender.join(timeout=120)
@@ -283,6 +291,8 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         "faults": dict(Counter(f.kind for f in faults)),
         "faults_not_injected": {f"{f.kind} ({f.pool})": f.error for f in faults if f.error},
         "sent": len(sent),
+        "sent_while_faults_ran": sent_under_faults,
+        "sent_after_the_faults": sum(s.acknowledged > faults_over for s in sent),
         "refused": dict(refused),
         "succeeded": tally.succeeded,
         "states": dict(tally.states),
