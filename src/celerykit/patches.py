@@ -42,20 +42,21 @@ from celery.worker.request import Request
 
 logger = logging.getLogger(__name__)
 
-# Versions read and found affected. A newer Celery is patched only once someone has read it
-# (tests/unit/test_patches.py fails on an unknown version).
-AFFECTED = ((5, 0), (5, 7))
-AFFECTED_BILLIARD = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
+# Versions read and found affected (major, minor). A newer one is patched only once someone has read
+# it: tests/unit/test_patches.py fails on a version outside these.
+CELERY_AFFECTED = ((5, 0), (5, 7))  # both fixes: read on 5.7.0
+BILLIARD_AFFECTED = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
 
 FIRST_RETRY, LAST_RETRY = 0.001, 0.512  # seconds between maintain_pool retries after a child exits
 
 
-def affected(version: tuple[int, ...]) -> bool:
-    return AFFECTED[0] <= tuple(version[:2]) <= AFFECTED[1]
+def version(module) -> tuple[int, int]:
+    major, minor = module.__version__.split(".")[:2]
+    return int(major), int(minor)
 
 
-def billiard_affected(version: tuple[int, ...]) -> bool:
-    return AFFECTED_BILLIARD[0] <= tuple(version[:2]) <= AFFECTED_BILLIARD[1]
+def affected(found: tuple[int, int], bounds: tuple[tuple[int, int], tuple[int, int]]) -> bool:
+    return bounds[0] <= found <= bounds[1]
 
 
 def cancel_keeps_the_message(announce_cancelled):
@@ -98,20 +99,20 @@ def reap_promptly(event_process_exit):
     return on_exit
 
 
-def _billiard_version() -> tuple[int, ...]:
-    return tuple(int(part) for part in billiard.__version__.split(".")[:2])
+def _patch(owner, name: str, fix) -> None:
+    if not getattr(getattr(owner, name), "celerykit_patched", False):  # once per process
+        setattr(owner, name, fix(getattr(owner, name)))
 
 
-def apply(version: tuple[int, ...] = tuple(celery.VERSION)) -> bool:
-    """Patch the installed Celery if it is an affected version; return whether it is patched."""
-    if not affected(version):
-        return getattr(Request._announce_cancelled, "celerykit_patched", False)
-    if not getattr(Request._announce_cancelled, "celerykit_patched", False):
-        Request._announce_cancelled = cancel_keeps_the_message(Request._announce_cancelled)
-    if billiard_affected(_billiard_version()) and not getattr(
-        asynpool.AsynPool._event_process_exit, "celerykit_patched", False
-    ):
-        asynpool.AsynPool._event_process_exit = reap_promptly(asynpool.AsynPool._event_process_exit)
-        billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.005  # from 0.1 s
-        billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 6000  # 30 s, as before (300 x 0.1 s)
-    return True
+def apply() -> list[str]:
+    """Apply the fixes the installed Celery and billiard need; return their names."""
+    applied = []
+    if affected(version(celery), CELERY_AFFECTED):
+        _patch(Request, "_announce_cancelled", cancel_keeps_the_message)
+        applied.append("cancel keeps the message")
+        if affected(version(billiard), BILLIARD_AFFECTED):
+            _patch(asynpool.AsynPool, "_event_process_exit", reap_promptly)
+            billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.005  # from 0.1 s
+            billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 6000  # 30 s, as before (300 x 0.1 s)
+            applied.append("reap promptly")
+    return applied

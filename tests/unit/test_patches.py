@@ -82,16 +82,17 @@ def test_the_kit_keeps_a_cancelled_task_unacknowledged():
     assert state == "PENDING"  # the RETRY store failed; nothing else was stored
 
 
-def test_the_installed_celery_is_a_version_the_patch_was_checked_against():
-    assert patches.affected(tuple(celery.VERSION)), (
+def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
+    assert patches.affected(patches.version(celery), patches.CELERY_AFFECTED), (
         f"Celery {celery.__version__}: read celery/worker/request.py (cancel, _announce_cancelled, on_failure) "
-        "and widen or drop celerykit.patches.AFFECTED"
+        "and celery/concurrency/asynpool.py (_event_process_exit), then widen or drop CELERY_AFFECTED"
     )
-    assert patches.billiard_affected(patches._billiard_version()), (
-        f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and celery/concurrency/"
-        "asynpool.py (_event_process_exit) and widen or drop celerykit.patches.AFFECTED_BILLIARD"
+    assert patches.affected(patches.version(billiard), patches.BILLIARD_AFFECTED), (
+        f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and widen or drop "
+        "BILLIARD_AFFECTED"
     )
-    assert patches.apply()
-    assert Request._announce_cancelled.celerykit_patched
+    assert patches.apply() == ["cancel keeps the message", "reap promptly"]
+    assert patches.apply() == ["cancel keeps the message", "reap promptly"]  # twice: still one wrapper each
+    assert Request._announce_cancelled.__wrapped__ is ORIGINAL
     assert AsynPool._event_process_exit.celerykit_patched
-    assert not patches.affected((5, 8))
+    assert not patches.affected((5, 8), patches.CELERY_AFFECTED)

@@ -184,9 +184,24 @@ def kill_drill(
     return settle(target, running_ids + queued_ids, timeout, since=start)
 
 
+def backend_info(target: Target, task_id: str, attempts: int = 5) -> dict:
+    """The result backend's (Redis's) record of a task, asked through Flower (state, result);
+    retried while Flower restarts, {} when it never answered."""
+    for attempt in range(attempts):
+        try:
+            response = target.request("GET", target.flower(f"api/task/result/{task_id}"))
+            if response.status == 200:
+                return response.json()
+        except OSError:
+            pass
+        if attempt + 1 < attempts:
+            time.sleep(1)
+    return {}
+
+
 def backend_result(target: Target, task_id: str) -> tuple[str, dict]:
     """A task's state and tally as the result backend (Redis) holds them, asked through Flower."""
-    info = target.request("GET", target.flower(f"api/task/result/{task_id}")).json()
+    info = backend_info(target, task_id)
     return info.get("state", "?"), tally_of(info)
 
 

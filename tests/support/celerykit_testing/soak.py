@@ -3,9 +3,9 @@ injects every fault the drills know, ten of each at least, two of them at once n
 
 Every task is counted by id from the result backend (Flower's `api/task/result`, which asks
 Redis): succeeded, failed, revoked, lost (never finished), redelivered (started more than once)
-and executed twice (finished more than once: at-least-once allows it; it is reported). A task
-whose enqueue was acknowledged within one second before a Redis SIGKILL may be lost (AOF
-`everysec`); any other loss, any revoke and any failure is the kit's fault.
+and executed twice (finished more than once: at-least-once allows it; it is reported). A loss is
+allowed only in the two windows `WINDOW` describes (a Redis SIGKILL, a worker's main process
+SIGKILLed); any other loss, any revoke and any failure is the kit's fault.
 
 The seed is printed with the figures: `CELERYKIT_SOAK_SEED=<seed>` replays the same schedule.
 """
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from celerykit.verify.target import Target
 from celerykit_testing import drills
 from celerykit_testing.deployment import BEAT, FLOWER, REDIS, Deployment, worker
 
@@ -42,12 +43,13 @@ SENDERS = 3  # clients sending side by side (one request takes up to a few hundr
 KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
 
 # Fault kind -> (services it touches, how to inject it). `pool` is the pool drawn for the fault.
+REDIS_KILLED, MAIN_KILLED = "redis killed", "pool main process killed"
 Inject = Callable[[Deployment, str], object]
 KINDS: dict[str, tuple[Callable[[str], tuple[str, ...]], Inject]] = {
     "pool processes killed": (lambda pool: (worker(pool),), lambda d, pool: d.kill_pool_processes(pool)),
-    "pool main process killed": (lambda pool: (worker(pool),), lambda d, pool: d.kill_pool(pool)),
+    MAIN_KILLED: (lambda pool: (worker(pool),), lambda d, pool: d.kill_pool(pool)),
     "pool restarted": (lambda pool: (worker(pool),), lambda d, pool: d.restart_pool(pool)),
-    "redis killed": (lambda _: (REDIS,), lambda d, _: d.crash_redis()),
+    REDIS_KILLED: (lambda _: (REDIS,), lambda d, _: d.crash_redis()),
     "flower killed": (lambda _: (FLOWER,), lambda d, _: d.kill_flower()),
     "flower restarted": (lambda _: (FLOWER,), lambda d, _: d.restart_flower()),
     "beat killed": (lambda _: (BEAT,), lambda d, _: d.kill_beat()),
@@ -55,7 +57,7 @@ KINDS: dict[str, tuple[Callable[[str], tuple[str, ...]], Inject]] = {
 }
 # Two at once: the parts start together (Flower is killed first, the pool restarts while it is down).
 COMPOUND = {
-    "redis killed + pool main process killed": ("redis killed", "pool main process killed"),
+    f"{REDIS_KILLED} + {MAIN_KILLED}": (REDIS_KILLED, MAIN_KILLED),
     "flower killed + pool restarted": ("flower killed", "pool restarted"),
 }
 
@@ -97,7 +99,7 @@ class Sent:
 class Stream:
     """Counted tasks sent through Flower until told to stop; refusals counted by what the client saw."""
 
-    target: object
+    target: Target
     queues: list[str]
     rng: random.Random
     rate: float
@@ -176,7 +178,7 @@ class Tally:
     lost: list[Sent] = field(default_factory=list)
 
 
-def count(target, sent: list[Sent], deadline: float) -> tuple[Tally, float]:
+def count(target: Target, sent: list[Sent], deadline: float) -> tuple[Tally, float]:
     """Ask the result backend for every task until all finished or `deadline`; return the tally and
     the seconds that took."""
     start = time.monotonic()
@@ -184,7 +186,8 @@ def count(target, sent: list[Sent], deadline: float) -> tuple[Tally, float]:
     pending = [s.task_id for s in sent]
     with ThreadPoolExecutor(max_workers=8) as pool:
         while True:
-            answers = dict(zip(pending, pool.map(lambda t: _result(target, t), pending), strict=True))
+            infos = pool.map(lambda t: drills.backend_info(target, t), pending)
+            answers = {t: (info.get("state", "UNANSWERED"), info) for t, info in zip(pending, infos, strict=True)}
             results.update(answers)
             pending = [t for t, (state, _) in answers.items() if state not in drills.FINISHED]
             if not pending or time.monotonic() > deadline:
@@ -210,25 +213,13 @@ def count(target, sent: list[Sent], deadline: float) -> tuple[Tally, float]:
     return tally, time.monotonic() - start
 
 
-def _result(target, task_id: str) -> tuple[str, dict]:
-    for _ in range(5):
-        try:
-            response = target.request("GET", target.flower(f"api/task/result/{task_id}"))
-            if response.status == 200:
-                info = response.json()
-                return info.get("state", "?"), info
-        except OSError:
-            pass
-        time.sleep(1)
-    return "UNANSWERED", {}
-
-
 def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 180.0) -> dict:
     """Run the soak; return its figures (recorded). Asserts nothing: the caller does."""
     seed = int(os.environ.get("CELERYKIT_SOAK_SEED") or random.SystemRandom().randrange(1_000_000))
     rng = random.Random(seed)  # noqa: S311 - a schedule to replay, not a secret
-    pools = sorted(deployment.pools())
-    queues = sorted({q for qs in deployment.pools().values() for q in qs})
+    queues_of = deployment.pools()
+    pools = sorted(queues_of)
+    queues = sorted({q for qs in queues_of.values() for q in qs})
     faults = schedule(rng, pools, seconds)
     services = sorted({s for f in faults for s in f.services})
     for service in services:  # looked up once, before threads share the deployment
@@ -270,22 +261,23 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
 
     # A task whose worker's main process died returns after the visibility timeout (and kombu's
     # 10 s sweep); give the last of them that long and a margin.
-    last_main_kill = max((f.ended for f in faults if "main process" in f.kind), default=0.0)
-    wait = max(0.0, last_main_kill + visibility_timeout - time.time()) + 120
+    main_kills = [f for f in faults if MAIN_KILLED in f.parts]
+    wait = max(0.0, max((f.ended for f in main_kills), default=0.0) + visibility_timeout - time.time()) + 120
     tally, drain_seconds = count(deployment.target, sent, time.monotonic() + wait)
 
-    pools_queues = deployment.pools()
-
-    def lost_at(kind: str, lost: Sent) -> bool:
-        """Acknowledged in the second before a fault of this kind hit what holds the task."""
-        return any(
-            f.started - WINDOW <= lost.acknowledged <= (f.injected if kind == "redis" else f.ended)
-            for f in faults
-            if kind in f.kind and (kind == "redis" or lost.queue in pools_queues[f.pool])
-        )
-
-    in_redis_window = [s for s in tally.lost if lost_at("redis", s)]
-    in_fetch_window = [s for s in tally.lost if lost_at("main process", s) and s not in in_redis_window]
+    # The windows of WINDOW: a Redis kill until it was done; a main-process kill of the pool
+    # consuming the task's queue until that pool ran again.
+    in_redis_window = [
+        s
+        for s in tally.lost
+        if any(f.started - WINDOW <= s.acknowledged <= f.injected for f in faults if REDIS_KILLED in f.parts)
+    ]
+    in_fetch_window = [
+        s
+        for s in tally.lost
+        if s not in in_redis_window
+        and any(f.started - WINDOW <= s.acknowledged <= f.ended and s.queue in queues_of[f.pool] for f in main_kills)
+    ]
     figures = {
         "deployment": deployment.kind,
         "seed": seed,
@@ -315,7 +307,7 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
     return figures
 
 
-def _lost_detail(target, sent: Sent, faults: list[Fault], started_at: float) -> dict:
+def _lost_detail(target: Target, sent: Sent, faults: list[Fault], started_at: float) -> dict:
     """What Flower saw of a lost task, and the faults around it (seconds after the stream began)."""
     info = drills.task_info(target, sent.task_id)
     seen = {k: round(info[k] - started_at, 2) for k in ("received", "started", "succeeded") if info.get(k)}
