@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 CELERY_AFFECTED = ((5, 0), (5, 7))  # both fixes: read on 5.7.0
 BILLIARD_AFFECTED = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
 
+# The warning a kept cancellation logs (the chaos soak counts these lines).
+KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
+
 FIRST_RETRY, LAST_RETRY = 0.001, 0.512  # seconds between maintain_pool retries after a child exits
 
 
@@ -67,10 +70,11 @@ def cancel_keeps_the_message(announce_cancelled):
             announce_cancelled(self, *args, **kwargs)
         except Exception as error:  # the broker is gone; the task must stay unacked
             logger.warning(
-                "Task %s[%s] was cancelled at a broker connection loss; its RETRY state could not be "
-                "stored (%r). The message stays unacknowledged and is redelivered after the visibility timeout.",
+                "Task %s[%s] %s; its RETRY state could not be stored (%r). The message stays "
+                "unacknowledged and is redelivered after the visibility timeout.",
                 self.task_name,
                 self.id,
+                KEPT_AT_BROKER_LOSS,
                 error,
             )
 

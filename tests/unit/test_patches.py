@@ -75,9 +75,10 @@ def test_unpatched_celery_revokes_and_acknowledges_a_task_it_cancelled():
     assert cancelled_then_reported(ORIGINAL) == (["ack"], "REVOKED")
 
 
-def test_the_kit_keeps_a_cancelled_task_unacknowledged():
-    """Patched: no acknowledgement, no REVOKED state: the message is redelivered."""
+def test_the_kit_keeps_a_cancelled_task_unacknowledged(caplog):
+    """Patched: no acknowledgement, no REVOKED state: the message is redelivered; the warning says so."""
     acks, state = cancelled_then_reported(patches.cancel_keeps_the_message(ORIGINAL))
+    assert patches.KEPT_AT_BROKER_LOSS in caplog.text
     assert acks == []
     assert state == "PENDING"  # the RETRY store failed; nothing else was stored
 

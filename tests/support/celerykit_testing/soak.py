@@ -21,7 +21,9 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from celerykit.patches import KEPT_AT_BROKER_LOSS
 from celerykit.verify.target import Target
 from celerykit_testing import drills
 from celerykit_testing.deployment import BEAT, FLOWER, REDIS, Deployment, worker
@@ -39,21 +41,30 @@ SLEEP_SHARE, SLEEP_SECONDS = 0.2, 0.5  # a fifth of the tasks sleep; the rest ar
 RATE = 16.0  # tasks sent per second at most: well within the pools' capacity when nothing fails
 MIN_TASKS = 1500  # sent in all, streaming on after the faults if need be
 SENDERS = 3  # clients sending side by side (one request takes up to a few hundred ms under faults)
-# What the kit's Celery fix (celerykit.patches) logs when it keeps a cancelled task unacknowledged.
-KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
 
-# Fault kind -> (services it touches, how to inject it). `pool` is the pool drawn for the fault.
+
+class Kind(NamedTuple):
+    services: Callable[[str], tuple[str, ...]]  # what it touches, given the pool drawn for the fault
+    inject: Callable[[Deployment, str], object]
+    supervised: bool = False  # the service dies; its supervisor (restart policy, systemd) restarts it
+
+
 REDIS_KILLED, MAIN_KILLED = "redis killed", "pool main process killed"
-Inject = Callable[[Deployment, str], object]
-KINDS: dict[str, tuple[Callable[[str], tuple[str, ...]], Inject]] = {
-    "pool processes killed": (lambda pool: (worker(pool),), lambda d, pool: d.kill_pool_processes(pool)),
-    MAIN_KILLED: (lambda pool: (worker(pool),), lambda d, pool: d.kill_pool(pool)),
-    "pool restarted": (lambda pool: (worker(pool),), lambda d, pool: d.restart_pool(pool)),
-    REDIS_KILLED: (lambda _: (REDIS,), lambda d, _: d.crash_redis()),
-    "flower killed": (lambda _: (FLOWER,), lambda d, _: d.kill_flower()),
-    "flower restarted": (lambda _: (FLOWER,), lambda d, _: d.restart_flower()),
-    "beat killed": (lambda _: (BEAT,), lambda d, _: d.kill_beat()),
-    "beat restarted": (lambda _: (BEAT,), lambda d, _: d.restart_beat()),
+
+
+def _pool(pool: str) -> tuple[str, ...]:
+    return (worker(pool),)
+
+
+KINDS: dict[str, Kind] = {
+    "pool processes killed": Kind(_pool, lambda d, pool: d.kill_pool_processes(pool)),
+    MAIN_KILLED: Kind(_pool, lambda d, pool: d.kill_pool(pool), supervised=True),
+    "pool restarted": Kind(_pool, lambda d, pool: d.restart_pool(pool)),
+    REDIS_KILLED: Kind(lambda _: (REDIS,), lambda d, _: d.crash_redis()),  # started again by the drill
+    "flower killed": Kind(lambda _: (FLOWER,), lambda d, _: d.kill_flower(), supervised=True),
+    "flower restarted": Kind(lambda _: (FLOWER,), lambda d, _: d.restart_flower()),
+    "beat killed": Kind(lambda _: (BEAT,), lambda d, _: d.kill_beat(), supervised=True),
+    "beat restarted": Kind(lambda _: (BEAT,), lambda d, _: d.restart_beat()),
 }
 # Two at once: the parts start together (Flower is killed first, the pool restarts while it is down).
 COMPOUND = {
@@ -78,7 +89,7 @@ class Fault:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(sorted({s for part in self.parts for s in KINDS[part][0](self.pool)}))
+        return tuple(sorted({s for part in self.parts for s in KINDS[part].services(self.pool)}))
 
 
 def schedule(rng: random.Random, pools: list[str], seconds: float) -> list[Fault]:
@@ -137,18 +148,27 @@ def inject(deployment: Deployment, fault: Fault, locks: dict[str, threading.Lock
         errors: list[Exception] = []
 
         def attempt(part: str) -> None:
-            services, injection = KINDS[part]
+            kind = KINDS[part]
+            services = kind.services(fault.pool)
             for tries in range(1, 4):
+                restarts = {service: deployment.restarts(service) for service in services}
                 try:
-                    injection(deployment, fault.pool)
-                    return
+                    kind.inject(deployment, fault.pool)
                 except Exception as error:  # e.g. its container was still restarting: try again
                     if tries == 3:
                         errors.append(error)  # reported with the figures
                         return
-                for service in services(fault.pool):
-                    deployment.wait_running(service, timeout=180, healthy=False)
-                time.sleep(1)
+                    for service in services:
+                        deployment.wait_running(service, timeout=180, healthy=False)
+                    continue
+                for service in services if kind.supervised else ():  # until the supervisor restarted it
+                    deadline = time.monotonic() + 120
+                    while deployment.restarts(service) == restarts[service]:
+                        if time.monotonic() > deadline:
+                            errors.append(AssertionError(f"{service} was not restarted after {part}"))
+                            return
+                        time.sleep(0.5)
+                return
 
         try:
             threads = [threading.Thread(target=attempt, args=(part,)) for part in fault.parts]
@@ -160,7 +180,6 @@ def inject(deployment: Deployment, fault: Fault, locks: dict[str, threading.Lock
                 thread.join()
             fault.injected = time.time()
             fault.error = repr(errors[0]) if errors else ""
-            time.sleep(1)  # let the supervisor see what died before asking whether it runs
             for service in fault.services:
                 deployment.wait_running(service, timeout=180, healthy=False)
         finally:
