@@ -19,9 +19,9 @@ def echo(connection: ServerConnection) -> None:
 
 def check(port: int = PORT) -> bool:
     """One round trip to the local server."""
-    with connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=2) as connection:
+    with connect(f"ws://127.0.0.1:{port}/", proxy=None, open_timeout=8) as connection:
         connection.send("ping")
-        return connection.recv(timeout=2) == "ping"
+        return connection.recv(timeout=8) == "ping"
 
 
 if __name__ == "__main__":
