@@ -11,12 +11,23 @@ from celerykit.settings import Env, Redis, broker_connection_max_retries, visibi
 def kit_settings(env: Env) -> dict[str, Any]:
     redis = Redis.from_env(env)
     # One visibility timeout for broker and result backend: on a shared Redis the shortest wins.
-    transport = {"visibility_timeout": visibility_timeout(env)}
+    visibility = {"visibility_timeout": visibility_timeout(env)}
     return {
         "broker_url": redis.url,
         "result_backend": redis.url,
-        "broker_transport_options": transport,
-        "result_backend_transport_options": transport,
+        "broker_transport_options": {
+            **visibility,
+            "unacked_restore_interval": defaults.REDELIVERY_SWEEP_SECONDS,
+            "unacked_restore_throttle": 1,  # scan at every sweep
+            "unacked_mutex_expire": defaults.REDELIVERY_LOCK_SECONDS,
+            "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT,
+            "socket_keepalive": True,
+        },
+        "result_backend_transport_options": visibility,
+        "redis_socket_timeout": defaults.REDIS_SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
         "broker_connection_retry_on_startup": True,
         # After this many failed reconnections a worker exits; its service manager (compose's
         # restart policy, systemd's Restart=) starts it again.

@@ -26,6 +26,23 @@ POOLS: list[dict[str, Any]] = [
 
 # Above the hard limit plus queue wait: Redis never redelivers a task that is still running.
 VISIBILITY_TIMEOUT = 7200
+# How often each worker looks for unacknowledged messages whose visibility timeout has passed and
+# puts them back in their queue (kombu sweeps every 10 s but scans only every 10th time: 100 s).
+# A task whose worker died, or that was stopped at a broker loss, runs again within
+# visibility_timeout + this.
+REDELIVERY_SWEEP_SECONDS = 10
+# The lock that keeps two workers from sweeping at once outlives a worker killed mid-sweep by this
+# (kombu: 300 s, which would hold back every redelivery for five minutes); a sweep takes well under
+# a second, and two overlapping sweeps cannot requeue a message twice (each restore WATCHes).
+REDELIVERY_LOCK_SECONDS = 30
+# A dead broker that did not close the connection (host lost, failover, NAT) fails a command
+# after this many seconds instead of never; keepalive finds it on idle connections.
+REDIS_SOCKET_TIMEOUT = 10
+REDIS_CONNECT_TIMEOUT = 5
+# A pool process whose task finished while Redis was away retries storing the result this often
+# (10 ms doubling to 10 s, with jitter: about two minutes) instead of reporting the task FAILED
+# with a ConnectionError; the worker's main process never waits like this.
+RESULT_STORE_RETRIES = 30
 # Celery's own default: with kombu's backoff (2 s more per try, at most 30 s) about 45 minutes of
 # broker outage before a worker gives up and exits, and its service manager starts it again.
 BROKER_CONNECTION_MAX_RETRIES = 100

@@ -1,6 +1,9 @@
 """The stack's services run, the pools split the queues, and tasks land on the right pool."""
 
+import json
+
 import pytest
+from celerykit_testing.compose import ComposeDeployment
 from conftest import POOLS, Stack
 
 from celerykit.settings import DEFAULT_POOLS
@@ -60,3 +63,47 @@ def test_pools_run_with_the_kits_limits(stack: Stack, pool: str):
     assert stats["pool"]["max-tasks-per-child"] == 100
     assert stats["pool"]["timeouts"] == [3300, 3600]
     assert stats["prefetch_count"] == concurrency  # prefetch multiplier 1
+
+
+# Runs in the low pool's container: send `argv[1]` bulk tasks and wait for them, then print the
+# Redis connections (socket inodes of TCP connections to port 6379) of each of the main process's
+# children and of the main process itself.
+RECYCLE_AND_LIST_CONNECTIONS = """
+import json, os, sys
+from celerykit.app import app
+results = [app.send_task("celerykit.demo.bulk", queue="low_priority") for _ in range(int(sys.argv[1]))]
+for result in results:
+    result.get(timeout=120)
+redis = set()
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        fields = line.split()
+        if fields[2].endswith(":18EB") and fields[3] == "01":  # peer port 6379, ESTABLISHED
+            redis.add(fields[9])
+def parent(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except FileNotFoundError:  # exited meanwhile
+        return None
+def connections(pid):
+    links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+    return sorted(link[8:-1] for link in links if link.startswith("socket:[") and link[8:-1] in redis)
+main = next(int(p) for p in os.listdir("/proc") if p.isdigit() and p != "1" and parent(p) == 1)
+children = [int(p) for p in os.listdir("/proc") if p.isdigit() and parent(p) == main]
+print(json.dumps({"main": connections(main), "children": {c: connections(c) for c in children}}))
+"""
+
+
+def test_a_replaced_pool_process_holds_none_of_the_main_process_redis_connections(stack: Stack):
+    """After 100 tasks (max_tasks_per_child) the low pool replaces its process; the new one is
+    forked while the main process holds its Redis connections, the one waiting in BRPOP among
+    them. It lets go of them (celerykit.patches): otherwise a connection the main process closes
+    stays open, and Redis hands the next message to a client nobody reads."""
+    _, before = ComposeDeployment(stack.compose, stack.target, POOLS).pool_processes("low")
+    out = stack.compose.exec("worker-low", "python3", "-c", RECYCLE_AND_LIST_CONNECTIONS, "150").stdout
+    found = json.loads(out)
+    replaced = {int(pid): held for pid, held in found["children"].items() if int(pid) not in before}
+    assert replaced, f"no process was replaced: {found}"
+    assert found["main"], f"the main process holds no Redis connection: {found}"
+    for pid, held in replaced.items():
+        assert not set(held) & set(found["main"]), f"process {pid} holds the main process's {held}"

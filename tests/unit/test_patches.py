@@ -8,7 +8,10 @@ in-memory backend (it works, as a Redis that came back does).
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 import uuid
 
 import billiard
@@ -92,8 +95,88 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
         f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and widen or drop "
         "BILLIARD_AFFECTED"
     )
-    assert patches.apply() == ["cancel keeps the message", "reap promptly"]
-    assert patches.apply() == ["cancel keeps the message", "reap promptly"]  # twice: still one wrapper each
+    applied = [
+        "cancel keeps the message",
+        "a lost connection's close cannot stop the worker",
+        "reap promptly",
+        "children let go of the main process's Redis connections",
+    ]
+    assert patches.apply() == applied
+    assert patches.apply() == applied  # twice: still one wrapper each
     assert Request._announce_cancelled.__wrapped__ is ORIGINAL
     assert AsynPool._event_process_exit.celerykit_patched
     assert not patches.affected((5, 8), patches.CELERY_AFFECTED)
+
+
+def closed_by_the_parent_while_a_child_lives(fix: bool) -> bool:
+    """A parent holding a TCP connection to a server on Redis's port forks a child (as a worker
+    replacing a recycled pool process does), then closes its end. Returns whether the server saw
+    the connection close while the child was still running."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.settimeout(2)
+        if fix:
+            patches._parents_connections.clear()
+            patches._parents_connections.update(patches.redis_connections({port}))
+        ready_r, ready_w = os.pipe()
+        child = os.fork()
+        if child == 0:  # the pool process: let go (or not), say so, then live on for a while
+            try:
+                if fix:
+                    patches.drop_inherited_connections()
+                os.write(ready_w, b"x")
+                time.sleep(5)
+            finally:
+                os._exit(0)
+        try:
+            os.read(ready_r, 1)
+            client.close()  # the main process closes its connection (a reconnect)
+            try:
+                return accepted.recv(1) == b""  # EOF: the connection is gone
+            except TimeoutError:  # still open: the child holds it
+                return False
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            accepted.close()
+            os.close(ready_r)
+            os.close(ready_w)
+
+
+def test_a_pool_process_does_not_keep_the_main_process_redis_connections_open():
+    assert not closed_by_the_parent_while_a_child_lives(fix=False)  # the hazard, as forked
+    assert closed_by_the_parent_while_a_child_lives(fix=True)
+
+
+def test_only_connections_to_redis_are_let_go():
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        port = server.getsockname()[1]
+        assert client.fileno() in patches.redis_connections({port})
+        assert client.fileno() not in patches.redis_connections({port + 1})
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix:
+            assert unix.fileno() not in patches.redis_connections({port})
+
+
+def test_closing_a_lost_connection_cannot_stop_the_worker(caplog):
+    """What Celery 5.7's consumer meets closing a Redis connection it lost (the channel's
+    connection was cleared by collect()): the error must not end the worker."""
+    from celery.worker.consumer import consumer
+    from kombu import Connection
+
+    patches.apply()
+
+    def close_after_collect():
+        raise AttributeError("'NoneType' object has no attribute 'hostname'")
+
+    connection = Connection("redis://127.0.0.1:1/0")
+    consumer.ignore_errors(connection, close_after_collect)  # does not raise
+    assert "Closing the lost broker connection failed" in caplog.text
+    unpatched = consumer.ignore_errors.__wrapped__
+    try:
+        unpatched(connection, close_after_collect)
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("kombu's ignore_errors ignores this now: drop the fix")

@@ -77,7 +77,7 @@ def test_worker_command_carries_the_pool_and_field_defaults_but_no_secret(base_e
 def test_kit_settings_keep_visibility_timeout_consistent_and_json_only(base_env):
     settings = kit_settings(Env(base_env))
     assert settings["broker_transport_options"]["visibility_timeout"] == 7200
-    assert settings["result_backend_transport_options"] == settings["broker_transport_options"]
+    assert settings["result_backend_transport_options"]["visibility_timeout"] == 7200
     assert settings["accept_content"] == ["json"]
     assert settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
     assert settings["broker_url"].startswith("redis://celery:a-generated-password-of-32-chars@")

@@ -132,6 +132,20 @@ class ComposeDeployment:
     def where(self, service: str) -> str:
         return self.compose.inspect(service)["Name"].lstrip("/")
 
+    def run_python(self, script: str, *args: str, timeout: float) -> str:
+        # A container of its own, made like the first pool's worker: image, user, environment,
+        # secrets and network.
+        model = self.compose.inspect(worker(next(iter(self.expected_pools))))
+        command = ["docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp"]  # noqa: S108 - the container's own
+        command += ["--user", model["Config"]["User"]] if model["Config"]["User"] else []
+        command += [f"--env={variable}" for variable in model["Config"]["Env"]]
+        command += [f"--volume={m['Source']}:{m['Destination']}:ro" for m in model["Mounts"] if m["Type"] == "bind"]
+        command += [f"--network={name}" for name in model["NetworkSettings"]["Networks"]]
+        command += [model["Config"]["Image"], "python3", "-c", script, *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        assert result.returncode == 0, f"script failed: {result.stdout[-2000:]}{result.stderr[-4000:]}"
+        return result.stdout
+
     def restarts(self, service: str) -> int:
         return self.compose.restart_count(service)
 

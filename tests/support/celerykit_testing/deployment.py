@@ -39,6 +39,12 @@ class Deployment(Protocol):
         """The host (or container) the service runs on, for the record."""
         ...
 
+    def run_python(self, script: str, *args: str, timeout: float) -> str:
+        """Run a Python script where the app runs, as the app would (the kit's package and
+        settings, the broker on the deployment's own network), in a process of its own that no
+        fault touches; return what it printed."""
+        ...
+
     # Any service.
     def restarts(self, service: str) -> int:
         """How often the supervisor (restart policy, systemd) restarted the service on its own."""

@@ -1,6 +1,9 @@
 """The chaos soak: a bounded stream of counted tasks to every queue while a seeded random schedule
 injects every fault the drills know, ten of each at least, two of them at once now and then.
 
+The tasks are sent from inside the deployment, straight to Redis as an app's process sends them
+(`SENDER`, in a process no fault touches), so Flower's faults do not thin the stream.
+
 Every task is counted by id from the result backend (Flower's `api/task/result`, which asks
 Redis): succeeded, failed, revoked, lost (never finished), redelivered (started more than once)
 and executed twice (finished more than once: at-least-once allows it; it is reported). A loss is
@@ -13,6 +16,7 @@ The seed is printed with the figures: `CELERYKIT_SOAK_SEED=<seed>` replays the s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import threading
@@ -23,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from celerykit import defaults
 from celerykit.patches import KEPT_AT_BROKER_LOSS
 from celerykit.verify.target import Target
 from celerykit_testing import drills
@@ -37,10 +42,10 @@ COMPOUND_PER_KIND = 2
 # steps (kombu#305, celery#7950), and a killed worker's BRPOP connection, still held open by its pool
 # processes for a moment, can be handed one more message that nobody reads.
 WINDOW = 1.0
+UNRECOVERABLE = "Unrecoverable error"  # what Celery logs when a worker stops on an error of its own
 SLEEP_SHARE, SLEEP_SECONDS = 0.2, 0.5  # a fifth of the tasks sleep; the rest are no-ops
 RATE = 16.0  # tasks sent per second at most: well within the pools' capacity when nothing fails
-MIN_TASKS = 1500  # sent in all, streaming on after the faults if need be
-SENDERS = 3  # clients sending side by side (one request takes up to a few hundred ms under faults)
+MIN_SENT = 1500  # "a few thousand": what the three minutes send even with Redis down a fifth of the time
 
 
 class Kind(NamedTuple):
@@ -103,40 +108,58 @@ def schedule(rng: random.Random, pools: list[str], seconds: float) -> list[Fault
 class Sent:
     task_id: str
     queue: str
-    acknowledged: float  # time.time() when Flower answered 200 (the broker took the message)
+    acknowledged: float  # time.time() when Redis took the message (apply_async returned)
+
+
+# Runs inside the deployment, as an app's process would: sends counted tasks to the queues in turn
+# at a steady rate for a while (a fifth of them sleep), then prints what Redis took and what it refused.
+SENDER = """
+import json, random, sys, time
+from celerykit.app import app
+rate, seconds, seed, queues = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+share, sleep_seconds = float(sys.argv[5]), float(sys.argv[6])
+rng = random.Random(seed)
+sent, refused = [], {}
+start = due = time.monotonic()
+while time.monotonic() - start < seconds:
+    time.sleep(max(0.0, due - time.monotonic()))
+    due = max(due + 1 / rate, time.monotonic())  # no burst to catch up after an outage
+    queue = queues[len(sent) % len(queues)]
+    kwargs = {"seconds": sleep_seconds if rng.random() < share else 0.0}
+    try:
+        task_id = app.send_task("celerykit.demo.tally", kwargs=kwargs, queue=queue, retry=False).id
+    except Exception as error:  # Redis down: the app sees the error and may retry; this one counts it
+        refused[type(error).__name__] = refused.get(type(error).__name__, 0) + 1
+        time.sleep(0.2)
+        continue
+    sent.append((task_id, queue, time.time()))
+print(json.dumps({"sent": sent, "refused": refused}))
+"""
 
 
 @dataclass
 class Stream:
-    """Counted tasks sent through Flower until told to stop; refusals counted by what the client saw."""
+    """Counted tasks sent from inside the deployment (`SENDER`) for `seconds`, straight to Redis as
+    an app does: Flower's faults do not stop it."""
 
-    target: Target
+    deployment: Deployment
     queues: list[str]
-    rng: random.Random
-    rate: float
+    seed: int
+    seconds: float
     sent: list[Sent] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None  # raised again by the soak: a stream that did not run proves nothing
 
     def run(self) -> None:
-        index, due = 0, time.monotonic()
-        while not self.stop.is_set():
-            time.sleep(max(0.0, due - time.monotonic()))
-            due = max(due + 1 / self.rate, time.monotonic())  # no burst to catch up after an outage
-            queue = self.queues[index % len(self.queues)]
-            index += 1
-            seconds = SLEEP_SECONDS if self.rng.random() < SLEEP_SHARE else 0.0
-            try:
-                task_id = drills.send_tally(self.target, queue, seconds)
-            except ValueError as error:  # Flower answered, but not 200 (broker down)
-                self.refused[str(error).split(":", 1)[0]] += 1
-                time.sleep(0.2)
-                continue
-            except OSError as error:  # Flower down, or restarting
-                self.refused[type(error).__name__] += 1
-                time.sleep(0.2)
-                continue
-            self.sent.append(Sent(task_id, queue, time.time()))
+        args = (RATE, self.seconds, self.seed, ",".join(self.queues), SLEEP_SHARE, SLEEP_SECONDS)
+        try:
+            out = self.deployment.run_python(SENDER, *map(str, args), timeout=self.seconds + 300)
+            result = json.loads(out.strip().splitlines()[-1])
+        except Exception as error:  # handed to the soak's thread
+            self.error = error
+            return
+        self.sent = [Sent(*row) for row in result["sent"]]
+        self.refused = Counter(result["refused"])
 
 
 def inject(deployment: Deployment, fault: Fault, locks: dict[str, threading.Lock]) -> None:
@@ -245,15 +268,11 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         deployment.where(service)
     locks = {service: threading.Lock() for service in services}
 
-    streams = [
-        Stream(deployment.target, queues, random.Random(seed + n), RATE / SENDERS)  # noqa: S311
-        for n in range(1, SENDERS + 1)
-    ]
-    senders = [threading.Thread(target=stream.run, daemon=True) for stream in streams]
+    stream = Stream(deployment, queues, seed, seconds)
+    sender = threading.Thread(target=stream.run, daemon=True)
     started_at = time.time()
     start, threads = time.monotonic(), []
-    for sender in senders:
-        sender.start()
+    sender.start()
     for fault in faults:
         time.sleep(max(0.0, start + fault.at - time.monotonic()))
         thread = threading.Thread(target=inject, args=(deployment, fault, locks), daemon=True)
@@ -261,28 +280,21 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         threads.append(thread)
     for thread in threads:
         thread.join(timeout=600)
-    time.sleep(max(0.0, start + seconds - time.monotonic()))
-    faults_over = time.time()
-    sent_under_faults = sum(len(stream.sent) for stream in streams)
-    # Every refusal while Flower restarts costs a task (on a loaded machine Flower may be down for
-    # most of the schedule): keep streaming, faults over, until the soak has sent enough.
-    deadline = time.monotonic() + 120
-    while sum(len(stream.sent) for stream in streams) < MIN_TASKS and time.monotonic() < deadline:
-        time.sleep(1)
-    for stream, sender in zip(streams, senders, strict=True):
-        stream.stop.set()
-        sender.join(timeout=120)
-    sent = [s for stream in streams for s in stream.sent]
-    refused = sum((stream.refused for stream in streams), Counter())
+    sender.join(timeout=seconds + 300)
+    sent, refused = stream.sent, stream.refused
     stream_seconds = time.monotonic() - start
     for service in [REDIS, FLOWER, *(worker(pool) for pool in pools)]:
         deployment.wait_running(service, timeout=180)
+    if stream.error:  # after the wait: the tests that follow find the deployment running
+        raise stream.error
 
-    # A task whose worker's main process died returns after the visibility timeout (and kombu's
-    # 10 s sweep); give the last of them that long and a margin.
+    # A task whose worker's main process died, or that was stopped at a broker loss, runs again
+    # within the visibility timeout and one redelivery sweep (README, "Reliability"): give the last
+    # of them that long after the last fault, and the streamed backlog a minute to run.
     main_kills = [f for f in faults if MAIN_KILLED in f.parts]
-    wait = max(0.0, max((f.ended for f in main_kills), default=0.0) + visibility_timeout - time.time()) + 120
-    tally, drain_seconds = count(deployment.target, sent, time.monotonic() + wait)
+    redelivered_by = max(f.ended for f in faults) + visibility_timeout + defaults.REDELIVERY_SWEEP_SECONDS
+    drain_until = time.monotonic() + max(0.0, redelivered_by - time.time()) + 60
+    tally, drain_seconds = count(deployment.target, sent, drain_until)
 
     # The windows of WINDOW: a Redis kill until it was done; a main-process kill of the pool
     # consuming the task's queue until that pool ran again.
@@ -297,6 +309,7 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         if s not in in_redis_window
         and any(f.started - WINDOW <= s.acknowledged <= f.ended and s.queue in queues_of[f.pool] for f in main_kills)
     ]
+    logs = {pool: deployment.logs(worker(pool), since=started_at) for pool in pools}
     figures = {
         "deployment": deployment.kind,
         "seed": seed,
@@ -304,8 +317,6 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         "faults": dict(Counter(f.kind for f in faults)),
         "faults_not_injected": {f"{f.kind} ({f.pool})": f.error for f in faults if f.error},
         "sent": len(sent),
-        "sent_while_faults_ran": sent_under_faults,
-        "sent_after_the_faults": sum(s.acknowledged > faults_over for s in sent),
         "refused": dict(refused),
         "succeeded": tally.succeeded,
         "states": dict(tally.states),
@@ -318,12 +329,24 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         "redelivered": len(tally.redelivered),
         "executed_twice": len(tally.executed_twice),
         "drain_seconds": round(drain_seconds, 1),
-        "kept_unacknowledged_at_broker_loss": sum(
-            deployment.logs(worker(pool), since=started_at).count(KEPT_AT_BROKER_LOSS) for pool in pools
-        ),
+        "kept_unacknowledged_at_broker_loss": sum(log.count(KEPT_AT_BROKER_LOSS) for log in logs.values()),
+        # Workers that stopped on an error of their own (not a fault injected; their supervisor
+        # restarted them): Celery's own robustness at a broker loss, reported, not failed
+        "worker_crashes": {pool: _crashes(log) for pool, log in logs.items() if UNRECOVERABLE in log},
     }
     drills.record("chaos-soak", **figures)
     return figures
+
+
+def _crashes(log: str) -> list[str]:
+    """Each "Unrecoverable error" with the innermost frames of its traceback, in one line."""
+    lines = log.splitlines()
+    found = []
+    for at, line in enumerate(lines):
+        if UNRECOVERABLE in line:
+            frames = [f.split("File ", 1)[1].strip() for f in lines[at + 1 : at + 80] if "File " in f][-3:]
+            found.append(f"{line.split(UNRECOVERABLE, 1)[1][:200]} at {' < '.join(reversed(frames))}")
+    return found
 
 
 def _lost_detail(target: Target, sent: Sent, faults: list[Fault], started_at: float) -> dict:

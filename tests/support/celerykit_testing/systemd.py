@@ -8,6 +8,7 @@ unique in an inventory: Flower and the checks tell workers apart by pool).
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from celerykit_testing.deployment import BEAT, FLOWER, REDIS
 
 FLOWER_DIR = "/var/lib/celerykit/flower"
 CELERY_ENV = "/etc/celerykit/celery.env"
+VENV = "/opt/celerykit"  # celerykit_app_venv's default
 DEFAULT_HEARTBEAT = 30.0  # celerykit.demo's default when the env file does not set one
 UNITS = {REDIS: ("redis", "redis-server"), FLOWER: ("flower", "flower"), BEAT: ("celery_beat", "celery-beat")}
 
@@ -68,6 +70,14 @@ class SystemdDeployment:
     def pools(self) -> dict[str, tuple[str, ...]]:
         return {pool: queues for pool, (_, queues) in self._workers().items()}
 
+    def run_python(self, script: str, *args: str, timeout: float) -> str:
+        # On the first worker host, with the settings every unit reads, as an app's process would.
+        host = self.hosts("celery_workers")[0]
+        command = f'set -a; . {CELERY_ENV}; set +a; exec timeout {int(timeout)} {VENV}/bin/python3 -c "$0" "$@"'
+        result = host.run(shlex.join(["sh", "-c", command, script, *args]))
+        assert result.rc == 0, f"script failed on {host}: {result.stdout[-2000:]}{result.stderr[-4000:]}"
+        return result.stdout
+
     def pool_of(self, queue: str) -> str:
         return next(pool for pool, (_, queues) in self._workers().items() if queue in queues)
 
@@ -96,6 +106,9 @@ class SystemdDeployment:
     def pool_processes(self, pool: str) -> tuple[int, list[int]]:
         host, _ = self._unit(f"worker-{pool}")
         main = int(self._state(f"worker-{pool}")["MainPID"])
+        # 0 while the unit restarts: `pgrep -P 0` would list what `docker exec` started (ansible's
+        # commands, a soak's sender), and kill_pool_processes would kill those
+        assert main, f"worker-{pool} has no main process (restarting)"
         children = host.run(f"pgrep -P {main}").stdout.split()  # exit 1 when there is none
         return main, [int(pid) for pid in children]
 
