@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 # Versions read and found affected (major, minor). A newer one is patched only once someone has read
 # it: tests/unit/test_patches.py fails on a version outside these.
-CELERY_AFFECTED = ((5, 0), (5, 7))  # both fixes: read on 5.7.0
+CELERY_AFFECTED = ((5, 0), (5, 7))  # the cancel, close and pool fixes: read on 5.7.0
 BILLIARD_AFFECTED = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
 
 # The warning a kept cancellation logs (the chaos soak counts these lines).
@@ -156,10 +156,10 @@ def redis_connections(ports: set[int]) -> dict[int, tuple[int, int]]:
 
 def _redis_ports(app) -> set[int]:
     urls = (app.conf.broker_url, app.conf.result_backend)
-    return {urlsplit(url).port or 6379 for url in urls if url and url.startswith(("redis", "rediss"))}
+    return {urlsplit(url).port or 6379 for url in urls if url and url.startswith("redis")}
 
 
-def remember_parents_connections(sender=None, **_) -> None:
+def remember_parents_connections(**_) -> None:
     """In the main process, just before it forks a child (worker_before_create_process)."""
     _parents_connections.clear()
     _parents_connections.update(redis_connections(_redis_ports(celery.current_app)))
@@ -203,7 +203,8 @@ def _patch(owner, name: str, fix) -> None:
 
 
 def apply() -> list[str]:
-    """Apply the fixes the installed Celery and billiard need; return their names."""
+    """Apply the fixes the installed Celery and billiard need, and the fork fix any needs; return
+    their names."""
     applied = []
     if affected(version(celery), CELERY_AFFECTED):
         _patch(Request, "_announce_cancelled", cancel_keeps_the_message)

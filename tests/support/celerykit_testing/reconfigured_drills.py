@@ -30,6 +30,20 @@ __all__ = [  # noqa: RUF022 - in the order the drills run: the soak last
 VISIBILITY_TIMEOUT = 60
 MAX_RETRIES = 2
 
+# Runs inside the deployment: wait until Redis holds no unacknowledged message (what the drill
+# before left running has finished and was acknowledged), at most argv[1] seconds; print how many
+# are left.
+UNACKED_DRAINED = """
+import sys, time
+from celerykit.app import app
+with app.connection() as connection:
+    client = connection.default_channel.client
+    deadline = time.monotonic() + float(sys.argv[1])
+    while (left := client.hlen("unacked")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+print(left)
+"""
+
 
 def test_a_killed_worker_main_process_loses_no_task(reconfigured_deployment: Deployment):
     """Fault 1 (main process): SIGKILL the main process of the pool consuming low_priority while
@@ -67,10 +81,16 @@ def test_a_killed_worker_main_process_loses_no_task(reconfigured_deployment: Dep
 def test_workers_restart_after_a_broker_outage_longer_than_their_retry_budget(reconfigured_deployment: Deployment):
     """Fault 6: Redis stopped until every pool gave up reconnecting (2 retries) and exited; the
     supervisor starts them again; once Redis is back each pool consumes within 30 s, runs every
-    task sent once, and exactly the pools consume exactly their queues."""
+    task sent once, and exactly the pools consume exactly their queues.
+
+    It starts once the tasks of the drill before are acknowledged: a pool acknowledging tasks at
+    the moment Redis stops has been seen to wait silently for Redis instead of exiting after its
+    budget (it resumes when Redis is back; docs/reliability.md). That is a finding of its own, not
+    this drill's."""
     deployment = reconfigured_deployment
     target, pools = deployment.target, deployment.pools()
     services = [worker(pool) for pool in pools]
+    deployment.run_python(UNACKED_DRAINED, "120", timeout=180)
     before = {service: deployment.restarts(service) for service in services}
     stopped, stopped_at = time.monotonic(), time.time()
     deployment.stop_redis()
