@@ -127,8 +127,21 @@ class SystemdDeployment:
 
     # Redis.
     def crash_redis(self) -> None:
+        restarts = int(self._state(REDIS)["NRestarts"])
         self._kill_main(REDIS)
-        self._systemctl(REDIS, "restart")  # whether or not systemd already brought it back
+        # systemd starts it again (Restart=always). A `systemctl restart` on top raced that start
+        # and once left the unit failed ("a fatal signal was delivered to the control process"):
+        # start it only where systemd did not.
+        deadline = time.monotonic() + 30
+        while True:
+            state = self._state(REDIS)
+            if state["SubState"] == "running" and state["MainPID"] != "0" and int(state["NRestarts"]) > restarts:
+                return
+            if state["ActiveState"] in ("failed", "inactive") or time.monotonic() > deadline:
+                self._systemctl(REDIS, "reset-failed")
+                self._systemctl(REDIS, "start")
+                return
+            time.sleep(0.2)
 
     def stop_redis(self) -> None:
         self._systemctl(REDIS, "stop")
