@@ -26,14 +26,19 @@ def test_each_deployment_implements_the_whole_interface(implementation):
 class FakeHost:
     """A testinfra host that records commands and answers like a converged one."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, after_kill: str = "active"):
         self.backend = SimpleNamespace(host=name)
         self.commands: list[str] = []
+        self.kills, self.after_kill = 0, after_kill  # what the unit is after a kill: restarted, or failed
 
     def check_output(self, command: str) -> str:
         self.commands.append(command)
         if command.startswith("systemctl show"):
-            return "MainPID=42\nNRestarts=3\nActiveState=active\nSubState=running"
+            if self.kills and self.after_kill == "failed":
+                return "MainPID=0\nNRestarts=0\nActiveState=failed\nSubState=failed"
+            return f"MainPID=42\nNRestarts={3 + self.kills}\nActiveState=active\nSubState=running"
+        if command.startswith("systemctl kill"):
+            self.kills += 1
         return {"sed": "20", "find": "1700000000.5", "ls": "flower.db flower.db.corrupt"}.get(command.split()[0], "")
 
     def run(self, command: str) -> SimpleNamespace:
@@ -70,16 +75,33 @@ def test_systemd_services_are_the_units_on_their_groups_hosts(inventory):
     deployment.restart_pool("high")
     deployment.kill_beat()
     deployment.kill_flower()
-    assert redis.commands == [
-        "systemctl kill --signal=SIGKILL --kill-whom=main redis-server",
-        "systemctl restart redis-server",
-    ]
-    assert workers.commands == [
+    assert actions(redis) == ["systemctl kill --signal=SIGKILL --kill-whom=main redis-server"]  # systemd restarts it
+    assert actions(workers) == [
         "systemctl kill --signal=SIGKILL --kill-whom=main celery-worker@low",
         "systemctl restart celery-worker@high",
         "systemctl kill --signal=SIGKILL --kill-whom=main celery-beat",
     ]
-    assert flower.commands == ["systemctl kill --signal=SIGKILL --kill-whom=main flower"]
+    assert actions(flower) == ["systemctl kill --signal=SIGKILL --kill-whom=main flower"]
+
+
+def actions(host: FakeHost) -> list[str]:
+    """The commands that change something (not the state reads)."""
+    return [command for command in host.commands if not command.startswith("systemctl show")]
+
+
+def test_a_redis_that_systemd_gave_up_on_is_started_again(inventory):
+    """Kills in quick succession hit systemd's start limit: the unit stays failed, so the drill
+    starts it itself."""
+    deployment, _, workers, flower = inventory
+    redis = FakeHost("redis-host", after_kill="failed")
+    groups = {"redis": [redis], "celery_workers": [workers], "flower": [flower]}
+    deployment = SystemdDeployment(None, groups.__getitem__, lambda host: {})
+    deployment.crash_redis()
+    assert actions(redis) == [
+        "systemctl kill --signal=SIGKILL --kill-whom=main redis-server",
+        "systemctl reset-failed redis-server",
+        "systemctl start redis-server",
+    ]
 
 
 def test_systemd_reads_processes_restarts_and_state_from_the_hosts(inventory):
