@@ -81,9 +81,18 @@ fi
 
 # Test tools ------------------------------------------------------------------------------
 # testssl.sh rates servers from 3.2 on (Debian 12 has 3.0): trixie's package is plain shell and
-# data, and its dependencies are in Debian 12. wrk drives the benchmarks.
+# data, and its dependencies are in Debian 12. wrk drives the benchmarks. promtool and amtool
+# (the same Debian 12 packages the monitoring image and roles install) check and test the alert
+# rules and configurations: only the two binaries are unpacked, so no Prometheus service starts here.
 if [ "${1:-}" = --test-tools ]; then
   command -v wrk >/dev/null 2>&1 || apt_install wrk
+  if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
+    say "unpacking promtool and amtool from Debian's prometheus packages"
+    [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+    (cd "$tmp" && apt-get download prometheus prometheus-alertmanager >/dev/null)
+    for deb in "$tmp"/prometheus_*.deb "$tmp"/prometheus-alertmanager_*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
+    install -m 0755 "$tmp/root/usr/bin/promtool" "$tmp/root/usr/bin/amtool" /usr/local/bin/
+  fi
   if ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' testssl.sh 2>/dev/null || echo 0)" ge 3.2; then
     say "installing testssl.sh 3.2 from Debian trixie"
     trixie_deb testssl.sh "$tmp"

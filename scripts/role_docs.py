@@ -114,6 +114,37 @@ STACK = [
     ),
     ("`CELERYKIT_LOG_LEVEL`", lambda: f"`{kit.LOG_LEVEL}`", "Celery log level"),
     (
+        "`CELERYKIT_LOG_FORMAT`",
+        lambda: f"`{kit.LOG_FORMAT}`",
+        "`json` (one object per line: time, level, logger, message, pool, hostname, task id) or `text`",
+    ),
+    (
+        "`CELERYKIT_BACKLOG_WARNING` / `CELERYKIT_BACKLOG_CRITICAL`",
+        lambda: f"`{kit.BACKLOG_WARNING}` / `{kit.BACKLOG_CRITICAL}`",
+        "waiting messages above which a queue's backlog alert fires",
+    ),
+    (
+        "`CELERYKIT_BACKLOG_THRESHOLDS`",
+        lambda: "*(empty)*",
+        "thresholds of single queues: `low_priority=5000/20000,default=100/2000`",
+    ),
+    ("`CELERYKIT_PROMETHEUS_RETENTION`", lambda: f"`{kit.PROMETHEUS_RETENTION}`", "how long Prometheus keeps samples"),
+    (
+        "`CELERYKIT_ALERT_SMARTHOST` / `CELERYKIT_ALERT_MAIL_TO` / `CELERYKIT_ALERT_MAIL_FROM`",
+        lambda: "*(empty)* / *(empty)* / `celerykit@localhost`",
+        "alert mail: relay `host:port`, recipients (comma-separated), sender; no smarthost, no mail",
+    ),
+    (
+        "`CELERYKIT_ALERT_SMTP_USER` / `CELERYKIT_ALERT_SMTP_PASSWORD_FILE` / `CELERYKIT_ALERT_SMTP_REQUIRE_TLS`",
+        lambda: "*(empty)* / *(empty)* / `true`",
+        "relay login (the password in a file, as the container sees it) and STARTTLS",
+    ),
+    (
+        "`CELERYKIT_ALERT_WEBHOOK_URL`",
+        lambda: "*(empty)*",
+        "http(s) URL that gets every alert as JSON (and the Watchdog every 5 min)",
+    ),
+    (
         "`CELERYKIT_DEMO_HEARTBEAT_SECONDS` / `CELERYKIT_DEMO_RETRY_DELAY_SECONDS`",
         lambda: (
             f"`{compose_default('CELERYKIT_DEMO_HEARTBEAT_SECONDS')}`"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.celerykit.platform.plugins.plugin_utils.kit import proxy, tls
+from ansible_collections.celerykit.platform.plugins.plugin_utils.kit import monitoring, proxy, tls
 
 
 class FilterModule:
@@ -13,4 +13,12 @@ class FilterModule:
             # {{ server_name | celerykit.platform.self_signed_names(hostname, addresses) }}
             "self_signed_names": tls.self_signed_names,
             "self_signed_common_name": tls.common_name,
+            # {{ {'exporter': [...], 'flower': [...], ...} | celerykit.platform.prometheus_config }}
+            "prometheus_config": lambda settings: monitoring.prometheus_config(**settings),
+            # {{ {'smarthost': ..., 'mail_to': [...], ...} | celerykit.platform.alertmanager_config(header) }}
+            "alertmanager_config": monitoring.alertmanager_config,
+            # {{ server_name | celerykit.platform.external_url(https_port, prefix) }}
+            "external_url": monitoring.external_url,
+            # {{ user | celerykit.platform.htpasswd_line(password) }} -> user:{SSHA}...
+            "htpasswd_line": proxy.htpasswd_line,
         }

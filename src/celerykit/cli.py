@@ -16,8 +16,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for service in ("worker", "beat", "flower"):
         run = sub.add_parser(service, help=f"run the {service} (settings from CELERYKIT_* variables)")
         run.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to celery")
+    sub.add_parser("exporter", help="serve the queue, pool, Redis and Beat metrics for Prometheus")
     health = sub.add_parser("health", help="exit 0 if the service on this host/container is healthy")
-    health.add_argument("service", choices=("worker", "beat", "flower"))
+    health.add_argument("service", choices=("worker", "beat", "flower", "exporter"))
     init = sub.add_parser("init-secrets", help="generate missing secrets, refuse empty or weak ones")
     init.add_argument("directory", type=Path)
     init.add_argument("--group", type=int, help="gid that may read the secrets")
@@ -31,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from celerykit.services import exec_service
 
             exec_service(args.command, env, args.extra)
+        if args.command == "exporter":
+            from celerykit.exporter import serve
+
+            serve(env)
         if args.command == "health":
             from celerykit.health import CHECKS
 

@@ -47,6 +47,9 @@ RESULT_STORE_RETRIES = 30
 # broker outage before a worker gives up and exits, and its service manager starts it again.
 BROKER_CONNECTION_MAX_RETRIES = 100
 LOG_LEVEL = "INFO"
+# One JSON object per line (time, level, logger, message, pool, hostname, task id and name), for
+# log search; "text" for Celery's own lines.
+LOG_FORMAT = "json"
 
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
@@ -61,6 +64,21 @@ FLOWER_URL_PREFIX = "flower"
 FLOWER_MAX_TASKS = 10000
 FLOWER_STATE_SAVE_INTERVAL_MS = 15000
 FLOWER_PURGE_OFFLINE_WORKERS = 600
+
+# Monitoring. The kit's exporter (queues, pools, Redis, Beat) listens here; Prometheus scrapes it.
+EXPORTER_ADDRESS = "127.0.0.1"
+EXPORTER_PORT = 9817
+# Backlog alert thresholds, per queue unless set for a queue of its own (messages waiting).
+BACKLOG_WARNING = 50
+BACKLOG_CRITICAL = 1000
+PROMETHEUS_PORT = 9090
+PROMETHEUS_RETENTION = "15d"
+PROMETHEUS_URL_PREFIX = "prometheus"
+ALERTMANAGER_PORT = 9093
+ALERTMANAGER_URL_PREFIX = "alertmanager"
+NODE_EXPORTER_PORT = 9100
+# One scrape every 15 s: a pool's "no worker" alert (2 min) is seen within one or two scrapes.
+SCRAPE_INTERVAL = "15s"
 
 # Long-lived WebSocket connections of apps behind the proxy are not cut before this (nginx's own
 # proxy_read_timeout is 60 s).

@@ -6,6 +6,7 @@ import socket
 import time
 import urllib.request
 
+from celerykit import defaults
 from celerykit.settings import Env, Flower, Pool, beat_schedule_file
 
 
@@ -34,4 +35,18 @@ def flower_is_healthy(env: Env) -> bool:
         return response.status == 200 and response.read().strip() == b"OK"
 
 
-CHECKS = {"worker": worker_is_healthy, "beat": beat_is_healthy, "flower": flower_is_healthy}
+def exporter_is_healthy(env: Env) -> bool:
+    """The exporter serves metrics and could reach Redis for them."""
+    address = env.get("CELERYKIT_EXPORTER_ADDRESS", defaults.EXPORTER_ADDRESS)
+    host = "127.0.0.1" if address in ("", "0.0.0.0") else address  # noqa: S104
+    port = env.get("CELERYKIT_EXPORTER_PORT", defaults.EXPORTER_PORT)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        return response.status == 200 and b"celerykit_redis_up 1.0" in response.read()
+
+
+CHECKS = {
+    "worker": worker_is_healthy,
+    "beat": beat_is_healthy,
+    "flower": flower_is_healthy,
+    "exporter": exporter_is_healthy,
+}

@@ -14,6 +14,7 @@ from typing import Any
 
 from celerykit import defaults
 from celerykit.rules import (
+    LOG_FORMATS,
     LOG_LEVELS,
     MIN_STATE_SAVE_INTERVAL_MS,
     MIN_VISIBILITY_TIMEOUT,
@@ -128,8 +129,60 @@ def _log_level(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
     c.one_of(name, value, LOG_LEVELS)
 
 
+def _log_format(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.one_of(name, value, LOG_FORMATS)
+
+
 def _text(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
     c.text(name, value)
+
+
+def _exporter_pools(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    _pools(c, name, value, args)
+
+
+def _backlog_critical(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    critical = c.whole(name, value)
+    warning_name = "celerykit_exporter_backlog_warning"
+    warning = whole_number(args.get(warning_name))
+    c.backlog_thresholds(warning_name, warning, critical, name)
+
+
+def _backlog_thresholds(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    if not isinstance(value, Mapping):
+        c.refuse(name, "must map queues to {warning: N, critical: M}", value)
+        return
+    queues = [q for pool in args.get("celerykit_exporter_pools") or [] for q in pool.get("queues", [])]
+    for queue, limits in value.items():
+        label = f"{name}[{queue}]"
+        if queues and queue not in queues:
+            c.refuse(label, f"must name a queue the pools consume ({', '.join(queues)})", queue)
+            continue
+        limits = limits if isinstance(limits, Mapping) else {}
+        warning = c.whole(f"{label}.warning", limits.get("warning"))
+        critical = c.whole(f"{label}.critical", limits.get("critical"))
+        c.backlog_thresholds(f"{label}.warning", warning, critical, f"{label}.critical")
+
+
+def _duration(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    c.duration(name, value)
+
+
+def _smarthost(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    if value:
+        c.host_port(name, value)
+        c.mail_addresses("celerykit_alertmanager_mail_to", args.get("celerykit_alertmanager_mail_to"))
+        c.mail_addresses("celerykit_alertmanager_mail_from", [args.get("celerykit_alertmanager_mail_from")])
+
+
+def _webhook_url(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    if value:
+        c.http_url(name, value)
+
+
+def _host_ports(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    for index, target in enumerate(value if isinstance(value, list) else [value]):
+        c.host_port(f"{name}[{index}]", target)
 
 
 def _checked_with(_: Checker, __: str, ___: Any, ____: Mapping[str, Any]) -> None:
@@ -152,6 +205,7 @@ CHECKS: dict[str, Check] = {
     "celerykit_app_visibility_timeout": _whole_at_least(MIN_VISIBILITY_TIMEOUT),
     "celerykit_app_broker_connection_max_retries": _whole_at_least(1),
     "celerykit_app_log_level": _log_level,
+    "celerykit_app_log_format": _log_format,
     "celerykit_app_wheels": _controller_files,
     "celerykit_app_requirements_file": _controller_files,
     "celerykit_app_pip_ca_bundle": _controller_files,
@@ -176,6 +230,22 @@ CHECKS: dict[str, Check] = {
     "celerykit_proxy_flower_url_prefix": _url_prefix,
     "celerykit_proxy_tls_certificate": _tls_pair,
     "celerykit_proxy_tls_certificate_key": _checked_with,
+    # monitoring roles
+    "celerykit_exporter_port": _port,
+    "celerykit_exporter_pools": _exporter_pools,
+    "celerykit_exporter_backlog_warning": _whole_at_least(1),
+    "celerykit_exporter_backlog_critical": _backlog_critical,
+    "celerykit_exporter_backlog_thresholds": _backlog_thresholds,
+    "celerykit_prometheus_port": _port,
+    "celerykit_prometheus_retention": _duration,
+    "celerykit_prometheus_scrape_interval": _duration,
+    "celerykit_prometheus_node_targets": _host_ports,
+    "celerykit_alertmanager_port": _port,
+    "celerykit_alertmanager_smarthost": _smarthost,
+    "celerykit_alertmanager_mail_from": _checked_with,
+    "celerykit_alertmanager_mail_to": _checked_with,
+    "celerykit_alertmanager_webhook_url": _webhook_url,
+    "celerykit_node_exporter_port": _port,
 }
 
 

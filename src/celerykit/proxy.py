@@ -9,6 +9,7 @@ Needs only the standard library and Jinja2 (Debian's python3-jinja2 in the image
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,8 +35,13 @@ def render_site(
     metrics_allow: Sequence[str] = (),
     read_timeout: str = defaults.PROXY_READ_TIMEOUT,
     include_dir: str = "",
+    prometheus_upstream: str = "",
+    alertmanager_upstream: str = "",
+    htpasswd_file: str = "",
     header: str = "# Managed by celerykit.",
 ) -> str:
+    """The site; Prometheus and Alertmanager are proxied (behind `htpasswd_file`) when their
+    upstreams are given."""
     import jinja2
 
     proxy = {
@@ -51,16 +57,43 @@ def render_site(
         "metrics_allow": list(metrics_allow),
         "read_timeout": read_timeout,
         "include_dir": include_dir,
+        "monitoring": {
+            name: {"upstream": upstream, "url_prefix": prefix}
+            for name, upstream, prefix in (
+                ("prometheus", prometheus_upstream, defaults.PROMETHEUS_URL_PREFIX),
+                ("alertmanager", alertmanager_upstream, defaults.ALERTMANAGER_URL_PREFIX),
+            )
+            if upstream
+        },
+        "htpasswd_file": htpasswd_file,
     }
+    if proxy["monitoring"] and not htpasswd_file:
+        raise ValueError("htpasswd_file is needed when Prometheus or Alertmanager is proxied")
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(SHARE), undefined=jinja2.StrictUndefined, trim_blocks=True, autoescape=False
     )
     return environment.get_template("celerykit.conf.j2").render(proxy=proxy) + "\n"
 
 
+def htpasswd_line(user: str, password: str) -> str:
+    """`user:{SSHA}...` for nginx's auth_basic_user_file. The salt comes from the pair itself, so
+    the same credentials give the same line (a second converge changes nothing)."""
+    import base64
+    import hashlib
+
+    salt = hashlib.sha256(f"celerykit htpasswd salt\0{user}\0{password}".encode()).digest()[:8]
+    digest = hashlib.sha1(password.encode() + salt).digest()  # noqa: S324 - nginx's {SSHA} scheme
+    return f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}"
+
+
 # The compose image ----------------------------------------------------------------------------
 
 TLS_DIR = Path("/etc/nginx/tls")
+HTPASSWD = Path("/etc/nginx/celerykit-monitoring.htpasswd")
+
+
+def read_secret(path: str) -> str:
+    return Path(path).read_text().strip()
 
 
 def ensure_certificate(directory: Path, server_name: str) -> bool:
@@ -110,6 +143,18 @@ def main(argv: Sequence[str] = ()) -> int:
     except ConfigError as error:
         print(f"nginx: {error}", file=sys.stderr)
         return 78
+    monitoring = {}
+    password_file = env("CELERYKIT_FLOWER_PASSWORD_FILE")
+    if env("CELERYKIT_PROMETHEUS_UPSTREAM") and password_file:
+        user = env("CELERYKIT_FLOWER_USER", defaults.FLOWER_USER)
+        HTPASSWD.write_text(htpasswd_line(user, read_secret(password_file)) + "\n")
+        HTPASSWD.chmod(0o640)  # nginx's workers read it at every request: their group, no one else
+        shutil.chown(HTPASSWD, "root", "www-data")
+        monitoring = {
+            "prometheus_upstream": env("CELERYKIT_PROMETHEUS_UPSTREAM"),
+            "alertmanager_upstream": env("CELERYKIT_ALERTMANAGER_UPSTREAM", ""),
+            "htpasswd_file": str(HTPASSWD),
+        }
     site = render_site(
         server_name=server_name,
         http_port=80,  # inside the container; compose publishes them where the user says
@@ -121,6 +166,7 @@ def main(argv: Sequence[str] = ()) -> int:
         metrics_allow=(env("CELERYKIT_METRICS_ALLOW") or "").split(),
         include_dir="/etc/nginx/celerykit.d",
         header="# Rendered by the celerykit nginx image at start (celerykit.proxy).",
+        **monitoring,
     )
     Path("/etc/nginx/conf.d/celerykit.conf").write_text(site)
     test = subprocess.run(["nginx", "-t", "-q"], capture_output=True, text=True)

@@ -29,6 +29,11 @@ MAX_CONCURRENCY = 256
 MIN_VISIBILITY_TIMEOUT = 60
 MIN_STATE_SAVE_INTERVAL_MS = 1000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("JSON", "TEXT")
+# Prometheus durations as --storage.tsdb.retention.time takes them: 15d, 12h, 1w2d.
+PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+MAIL_ADDRESS = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 # Passwords that appear in tutorials and default configs: never accepted, whatever their length.
 WELL_KNOWN_PASSWORDS = frozenset((Path(__file__).parent / "well_known_passwords.txt").read_text().split())
 POOL_KEYS = ("name", "queues", *defaults.POOL)
@@ -189,6 +194,46 @@ class Checker:
     def distinct_ports(self, name: str, value: int | None, other: str, other_value: int | None) -> None:
         if value is not None and value == other_value:
             self.refuse(name, f"must differ from {other} ({other_value})", value)
+
+    # Monitoring ---------------------------------------------------------------------------------
+
+    def backlog_thresholds(self, name: str, warning: int | None, critical: int | None, critical_name: str) -> None:
+        if warning is not None and critical is not None and warning >= critical:
+            self.refuse(name, f"must be below {critical_name} ({critical})", warning)
+
+    def duration(self, name: str, value: Any) -> str | None:
+        return self.matches(name, value, PROMETHEUS_DURATION, "must be a Prometheus duration such as 15d, 12h or 2w")
+
+    def host_port(self, name: str, value: Any) -> str | None:
+        found = HOST_PORT.match(value) if isinstance(value, str) else None
+        if found is None or not 1 <= int(found.group(2)) <= 65535:
+            self.refuse(name, "must be host:port (a port between 1 and 65535)", value)
+            return None
+        return value
+
+    def mail_addresses(self, name: str, value: Any) -> tuple[str, ...] | None:
+        addresses = [a.strip() for a in value] if isinstance(value, list | tuple) else None
+        if not addresses:
+            self.refuse(name, "must list at least one mail address", value)
+            return None
+        if not all(MAIL_ADDRESS.match(a) for a in addresses):
+            self.refuse(name, "must be mail addresses (user@domain)", value)
+            return None
+        return tuple(addresses)
+
+    def http_url(self, name: str, value: Any) -> str | None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            port = parts.port if parts else None  # raises on a port out of range
+        except ValueError:
+            parts = port = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            self.refuse(name, "must be an http:// or https:// URL", value)
+            return None
+        del port
+        return value
 
     def home(self, name: str, value: Any) -> None:
         self.matches(name, value, HOME_BELOW_VAR_LIB, "must be below /var/lib (systemd keeps state there)")

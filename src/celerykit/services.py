@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file, log_level
 
 CELERY_APP = "celerykit.app"
+TASK_RUNTIME_BUCKETS = "0.01,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,1800,3600"
 
 
 def _celery(*args: str) -> list[str]:
@@ -65,6 +66,8 @@ def flower_environment(env: Env) -> dict[str, str]:
         "FLOWER_STATE_SAVE_INTERVAL": str(flower.state_save_interval_ms),
         "FLOWER_MAX_TASKS": str(flower.max_tasks),
         "FLOWER_PURGE_OFFLINE_WORKERS": str(flower.purge_offline_workers),
+        # Task runtime histogram up to the hard time limit (Flower's default buckets end at 10 s).
+        "FLOWER_TASK_RUNTIME_METRIC_BUCKETS": TASK_RUNTIME_BUCKETS,
         # Behind nginx: trust X-Forwarded-* / X-Real-IP from the proxy for scheme and client address.
         "FLOWER_XHEADERS": "true",
     }

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from celerykit import defaults
 from celerykit.rules import (
+    LOG_FORMATS,
     LOG_LEVELS,
     MIN_STATE_SAVE_INTERVAL_MS,
     MIN_VISIBILITY_TIMEOUT,
@@ -134,6 +135,15 @@ def log_level(env: Env, checker: Checker | None = None) -> str:
     return value or defaults.LOG_LEVEL
 
 
+def log_format(env: Env, checker: Checker | None = None) -> str:
+    """How the services log: "json" (one object per line) or "text"."""
+    check = checker or Checker()
+    value = check.one_of("CELERYKIT_LOG_FORMAT", env.get("CELERYKIT_LOG_FORMAT", defaults.LOG_FORMAT), LOG_FORMATS)
+    if checker is None:
+        check.raise_if_any()
+    return (value or defaults.LOG_FORMAT).lower()
+
+
 def pool_settings(env: Env, pool: str, variable: str, stack_wide: Mapping[str, str] | None = None) -> PoolSettings:
     """Pool `pool` from variables named `variable.format(KEY)` (or the `stack_wide` variable of a key
     every pool shares); unset keys take the kit's defaults, a default pool's own first."""
@@ -142,7 +152,9 @@ def pool_settings(env: Env, pool: str, variable: str, stack_wide: Mapping[str, s
     def name(key: str) -> str:
         if key == "name":
             return "CELERYKIT_POOLS" if stack_wide else "CELERYKIT_POOL_NAME"
-        return stack_wide.get(key) or variable.format(key.upper())
+        own = variable.format(key.upper())
+        # A pool's own variable wins over the stack-wide one (hosts' monitoring sets each pool's).
+        return own if key not in stack_wide or env.get(own) is not None else stack_wide[key]
 
     base = defaults.pool(pool) if pool in DEFAULT_POOLS else {"name": pool, "queues": [], **defaults.POOL}
     raw = {key: env.get(name(key)) for key in ("queues", *defaults.POOL)}
@@ -250,6 +262,7 @@ def check_deployment(env: Env) -> list[Pool]:
     checked = check.pools("CELERYKIT_POOLS", pools, "CELERYKIT_VISIBILITY_TIMEOUT", visibility)
     broker_connection_max_retries(env, check)
     log_level(env, check)
+    log_format(env, check)
     https = check.port("CELERYKIT_HTTPS_PORT", env.get("CELERYKIT_HTTPS_PORT", 8443))
     http = check.port("CELERYKIT_HTTP_PORT", env.get("CELERYKIT_HTTP_PORT", 8080))
     check.distinct_ports("CELERYKIT_HTTP_PORT", http, "CELERYKIT_HTTPS_PORT", https)

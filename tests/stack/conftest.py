@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = os.environ.get("CELERYKIT_TEST_PROJECT", "celerykit-test")
 TEST_OVERRIDE = ROOT / "tests" / "support" / "compose.test.yaml"
 HEARTBEAT_SECONDS = 4
+ALERT_MAIL_TO = "operators@celerykit.test"
 POOLS = {name: queues for name, (queues, _) in DEFAULT_POOLS.items()}
 
 
@@ -78,6 +79,12 @@ def compose_env(tmp: Path, **overrides: str) -> dict[str, str]:
         CELERYKIT_WORKER_STOP_GRACE_PERIOD="60s",
         # Flower saves its state often, so a drill that kills it waits seconds, not the default 15.
         CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS="3000",
+        # Alerts go to the test's own sink (tests/support/alert-sink), read on a loopback port.
+        CELERYKIT_ALERT_SMARTHOST="alert-sink:2525",
+        CELERYKIT_ALERT_SMTP_REQUIRE_TLS="false",
+        CELERYKIT_ALERT_MAIL_TO=ALERT_MAIL_TO,
+        CELERYKIT_ALERT_WEBHOOK_URL="http://alert-sink:8080/hook",
+        CELERYKIT_TEST_SINK_PORT=str(free_port()),
     )
     env.update(overrides)
     return env

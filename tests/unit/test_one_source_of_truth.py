@@ -79,11 +79,11 @@ def test_init_checks_exactly_what_the_pools_and_flower_run_with():
     assert services["nginx"]["environment"]["CELERYKIT_HTTPS_PORT"] == init["CELERYKIT_HTTPS_PORT"]
 
 
-def test_flower_listens_on_the_proxy_network_only():
+def test_flower_listens_on_the_proxy_network_only_which_nginx_and_prometheus_share():
     services = COMPOSE["services"]
     flower, nginx = services["flower"], services["nginx"]
     alias = flower["environment"]["CELERYKIT_FLOWER_ADDRESS"]
     assert flower["networks"]["proxy"]["aliases"] == [alias]
     assert nginx["environment"]["CELERYKIT_FLOWER_UPSTREAM"].startswith(f"{alias}:")
     on_proxy = {name for name, s in services.items() if "proxy" in (s.get("networks") or [])}
-    assert on_proxy == {"flower", "nginx"}
+    assert on_proxy == {"flower", "nginx", "prometheus"}  # Prometheus: Flower's /metrics

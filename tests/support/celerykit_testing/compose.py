@@ -175,6 +175,12 @@ class ComposeDeployment:
     def restart_pool(self, pool: str) -> None:
         self.compose.run("restart", worker(pool))
 
+    def stop_pool(self, pool: str) -> None:
+        self.compose.run("stop", worker(pool))
+
+    def start_pool(self, pool: str) -> None:
+        self.compose.run("start", worker(pool))
+
     def crash_redis(self) -> None:
         self.compose.run("kill", "--signal", "SIGKILL", REDIS)
         self.compose.run("start", REDIS)

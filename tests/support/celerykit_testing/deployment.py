@@ -76,6 +76,12 @@ class Deployment(Protocol):
         """Restart the pool gracefully (TERM: warm shutdown); return once the restart is done."""
         ...
 
+    def stop_pool(self, pool: str) -> None:
+        """Stop the pool's workers (warm: running tasks finish) and leave them stopped."""
+
+    def start_pool(self, pool: str) -> None:
+        """Start a stopped pool's workers again."""
+
     # Redis.
     def crash_redis(self) -> None:
         """SIGKILL Redis's process, then start it again."""

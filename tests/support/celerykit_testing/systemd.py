@@ -125,6 +125,12 @@ class SystemdDeployment:
     def restart_pool(self, pool: str) -> None:
         self._systemctl(f"worker-{pool}", "restart")
 
+    def stop_pool(self, pool: str) -> None:
+        self._systemctl(f"worker-{pool}", "stop")
+
+    def start_pool(self, pool: str) -> None:
+        self._systemctl(f"worker-{pool}", "start")
+
     # Redis.
     def crash_redis(self) -> None:
         restarts = int(self._state(REDIS)["NRestarts"])
