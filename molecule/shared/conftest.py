@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 import testinfra
+from celerykit_testing.monitoring_drills import Monitoring
 from celerykit_testing.systemd import SystemdDeployment
 
 from celerykit.settings import DEFAULT_POOLS
@@ -92,6 +95,22 @@ def proxy(flower_host: testinfra.host.Host, tmp_path_factory: pytest.TempPathFac
 def deployment(proxy: Target) -> SystemdDeployment:
     """The inventory's hosts as the fault drills (celerykit_testing, shared with the compose tests) see them."""
     return SystemdDeployment(proxy, hosts, pools_of)
+
+
+@pytest.fixture(scope="session")
+def monitoring(proxy: Target, flower_host: testinfra.host.Host) -> Monitoring:
+    sink = f"{proxy.http_url}:8080"  # the test's sink on the Flower host (../prepare.yml)
+
+    def query(expr: str) -> list[dict]:
+        response = proxy.request("GET", "/prometheus/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        assert response.status == 200, response.body[:300]
+        return response.json()["data"]["result"]
+
+    def listing(path: str) -> list[dict]:
+        with urllib.request.urlopen(sink + path, timeout=10) as answer:  # noqa: S310 - the scenario's own host
+            return json.loads(answer.read())
+
+    return Monitoring(query=query, mails=lambda: listing("/mails"), hooks=lambda: listing("/hooks"))
 
 
 @pytest.fixture(scope="session")
