@@ -128,6 +128,11 @@ STACK = [
         lambda: "*(empty)*",
         "thresholds of single queues: `low_priority=5000/20000,default=100/2000`",
     ),
+    (
+        "`CELERYKIT_REDIS_MAXMEMORY`",
+        lambda: f"`{kit.REDIS_MAXMEMORY}`",
+        "Redis refuses writes beyond this (`512mb`, `2gb`; `0`: no limit); nothing queued is evicted",
+    ),
     ("`CELERYKIT_PROMETHEUS_RETENTION`", lambda: f"`{kit.PROMETHEUS_RETENTION}`", "how long Prometheus keeps samples"),
     (
         "`CELERYKIT_ALERT_SMARTHOST` / `CELERYKIT_ALERT_MAIL_TO` / `CELERYKIT_ALERT_MAIL_FROM`",

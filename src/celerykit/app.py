@@ -14,11 +14,12 @@ import time
 from celery import signals
 from celery.app.utils import find_app
 
-from celerykit import defaults, exporter, patches
+from celerykit import defaults, exporter, logs, patches
 from celerykit.celeryconfig import kit_settings
 from celerykit.settings import Env
 
 logger = logging.getLogger(__name__)
+logs.setup(Env.current())  # JSON lines (CELERYKIT_LOG_FORMAT), before your app logs anything
 patches.apply()
 app = find_app(os.environ.get("CELERYKIT_APP", "celerykit.demo:app"))
 app.conf.update(kit_settings(Env.current()))

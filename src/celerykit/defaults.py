@@ -54,6 +54,8 @@ LOG_FORMAT = "json"
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 REDIS_USER = "celery"
+# Redis refuses writes beyond this (noeviction: no queued task is ever evicted); 0 is no limit.
+REDIS_MAXMEMORY = "0"
 
 # Flower listens on loopback: the proxy is the way in.
 FLOWER_ADDRESS = "127.0.0.1"

@@ -195,6 +195,7 @@ CHECKS: dict[str, Check] = {
     "celerykit_redis_port": _port,
     "celerykit_redis_user": _redis_user,
     "celerykit_redis_password": _password_of("celerykit_redis_user", defaults.REDIS_USER),
+    "celerykit_redis_maxmemory": lambda c, name, value, _: c.redis_memory(name, value) and None,
     # app role
     "celerykit_app_home": _home,
     "celerykit_app_redis_host": _text,

@@ -32,6 +32,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("JSON", "TEXT")
 # Prometheus durations as --storage.tsdb.retention.time takes them: 15d, 12h, 1w2d.
 PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+REDIS_MEMORY = re.compile(r"^[0-9]+([kmg]b?|b)?$", re.IGNORECASE)
 HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 MAIL_ADDRESS = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 # Passwords that appear in tutorials and default configs: never accepted, whatever their length.
@@ -200,6 +201,10 @@ class Checker:
     def backlog_thresholds(self, name: str, warning: int | None, critical: int | None, critical_name: str) -> None:
         if warning is not None and critical is not None and warning >= critical:
             self.refuse(name, f"must be below {critical_name} ({critical})", warning)
+
+    def redis_memory(self, name: str, value: Any) -> str | None:
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else value
+        return self.matches(name, text, REDIS_MEMORY, "must be a Redis memory size such as 0, 512mb or 2gb")
 
     def duration(self, name: str, value: Any) -> str | None:
         return self.matches(name, value, PROMETHEUS_DURATION, "must be a Prometheus duration such as 15d, 12h or 2w")

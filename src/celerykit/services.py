@@ -12,14 +12,20 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file, log_level
+from celerykit.logs import SERVICE_VARIABLE
+from celerykit.settings import Env, Flower, Pool, Redis, beat_schedule_file, log_format, log_level
 
 CELERY_APP = "celerykit.app"
 TASK_RUNTIME_BUCKETS = "0.01,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60,300,900,1800,3600"
 
 
-def _celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *args]
+def _celery(*args: str, quiet: bool = False) -> list[str]:
+    # --quiet: no banner, which Celery prints around logging (celerykit.logs logs it instead).
+    return [sys.executable, "-m", "celery", "-A", CELERY_APP, *(["--quiet"] if quiet else []), *args]
+
+
+def _json(env: Env) -> bool:
+    return log_format(env) == "json"
 
 
 def worker_command(env: Env) -> list[str]:
@@ -35,6 +41,7 @@ def worker_command(env: Env) -> list[str]:
         f"--time-limit={pool.time_limit}",
         f"--soft-time-limit={pool.soft_time_limit}",
         f"--loglevel={log_level(env)}",
+        quiet=_json(env),
     )
     return command + shlex.split(env.environ.get("CELERYKIT_POOL_EXTRA_ARGS", ""))
 
@@ -47,6 +54,7 @@ def beat_command(env: Env) -> list[str]:
         f"--schedule={schedule}",
         f"--pidfile={schedule.parent / 'beat.pid'}",
         f"--loglevel={log_level(env)}",
+        quiet=_json(env),
     )
 
 
@@ -74,12 +82,13 @@ def flower_environment(env: Env) -> dict[str, str]:
 
 
 def flower_command(env: Env) -> list[str]:
+    log_format(env)  # refused here, with the variable's name, rather than at the app's import
     return _celery("flower", f"--logging={log_level(env).lower()}")
 
 
 def exec_service(name: str, env: Env, argv: Sequence[str] = ()) -> None:
     """Replace this process with the named service (so signals reach Celery directly)."""
-    environ = dict(os.environ)
+    environ = dict(os.environ, **{SERVICE_VARIABLE: name})  # its stdout and stderr are its log
     if name == "worker":
         command = worker_command(env)
     elif name == "beat":

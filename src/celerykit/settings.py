@@ -263,6 +263,7 @@ def check_deployment(env: Env) -> list[Pool]:
     broker_connection_max_retries(env, check)
     log_level(env, check)
     log_format(env, check)
+    check.redis_memory("CELERYKIT_REDIS_MAXMEMORY", env.get("CELERYKIT_REDIS_MAXMEMORY", defaults.REDIS_MAXMEMORY))
     https = check.port("CELERYKIT_HTTPS_PORT", env.get("CELERYKIT_HTTPS_PORT", 8443))
     http = check.port("CELERYKIT_HTTP_PORT", env.get("CELERYKIT_HTTP_PORT", 8080))
     check.distinct_ports("CELERYKIT_HTTP_PORT", http, "CELERYKIT_HTTPS_PORT", https)

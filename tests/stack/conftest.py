@@ -79,6 +79,8 @@ def compose_env(tmp: Path, **overrides: str) -> dict[str, str]:
         CELERYKIT_WORKER_STOP_GRACE_PERIOD="60s",
         # Flower saves its state often, so a drill that kills it waits seconds, not the default 15.
         CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS="3000",
+        # A limit, so the dashboard's and the alert's "memory against maxmemory" have one.
+        CELERYKIT_REDIS_MAXMEMORY="512mb",
         # Alerts go to the test's own sink (tests/support/alert-sink), read on a loopback port.
         CELERYKIT_ALERT_SMARTHOST="alert-sink:2525",
         CELERYKIT_ALERT_SMTP_REQUIRE_TLS="false",

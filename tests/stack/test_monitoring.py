@@ -62,6 +62,10 @@ def test_worker_series_carry_stable_names_and_their_pool(monitoring: Monitoring)
     assert seen >= {(f"{pool}@worker-{pool}", pool) for pool in ("high", "medium", "low")}
 
 
+def test_every_dashboard_panel_has_data_after_a_workload(deployment: ComposeDeployment, monitoring: Monitoring):
+    monitoring_drills.every_dashboard_panel_has_data(deployment, monitoring)
+
+
 def test_the_watchdog_reaches_the_webhook(monitoring: Monitoring):
     monitoring_drills.watchdog_reaches_the_webhook(monitoring)
 

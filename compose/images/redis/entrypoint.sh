@@ -14,4 +14,6 @@ umask 077
 # The ACL rules every celerykit Redis shares (their reasons: src/celerykit/share/redis/README.md).
 sed -e "s/@USER@/$user/" -e "s/@PASSWORD_SHA256@/$hash/" /etc/redis/users.acl.in >/run/redis/users.acl
 chown redis:redis /run/redis/users.acl
-exec setpriv --reuid=redis --regid=redis --init-groups redis-server /etc/redis/celerykit.conf "$@"
+# Checked by the stack's init (CELERYKIT_REDIS_MAXMEMORY); empty is the kit's default, no limit.
+exec setpriv --reuid=redis --regid=redis --init-groups redis-server /etc/redis/celerykit.conf \
+  --maxmemory "${CELERYKIT_REDIS_MAXMEMORY:-0}" "$@"

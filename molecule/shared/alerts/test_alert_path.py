@@ -1,5 +1,6 @@
-"""The alert path end to end on the multinode hosts: a stopped pool's backlog warning and "no
-worker" alert arrive at the test's mail and webhook sink, and are resolved once it runs again.
+"""The dashboard and the alert path end to end on the multinode hosts: every panel shows data
+after a workload; a stopped pool's backlog warning and "no worker" alert arrive at the test's
+mail and webhook sink, and are resolved once it runs again.
 (Five minutes of waiting on alert rules: the multinode scenario runs it, beside the longer
 all-in-one one.)"""
 
@@ -9,6 +10,10 @@ import pytest
 from celerykit_testing import monitoring_drills
 from celerykit_testing.monitoring_drills import Monitoring
 from celerykit_testing.systemd import SystemdDeployment
+
+
+def test_every_dashboard_panel_has_data_after_a_workload(deployment: SystemdDeployment, monitoring: Monitoring):
+    monitoring_drills.every_dashboard_panel_has_data(deployment, monitoring)
 
 
 def test_a_stopped_pool_alerts_by_mail_and_webhook_and_recovers(

@@ -151,3 +151,39 @@ def stopped_pool_alerts_and_recovers(deployment: Deployment, monitoring: Monitor
             cleared["mail"]["received_at"] - started,
         )
     )
+
+
+WORKLOAD = """
+from celerykit.app import app
+app.send_task("celerykit.demo.flaky", args=[1])  # retried once (after the demo's retry delay)
+results = [app.send_task(name, args=args) for name, args in [
+    *[("celerykit.demo.urgent", []) for _ in range(20)],
+    *[("celerykit.demo.report", []) for _ in range(10)],
+    *[("celerykit.demo.sleep", [0.2]) for _ in range(5)],
+    ("celerykit.demo.sleep", ["not a number"]),  # fails: a TypeError in the task
+]]
+for result in results:
+    result.get(timeout=120, propagate=False)
+print(len(results))
+"""
+
+
+def every_dashboard_panel_has_data(deployment: Deployment, monitoring: Monitoring) -> None:
+    """After a workload with successes, a retry and a failure, every query of every panel of the
+    Grafana dashboard (its variables at "All") returns series from the live Prometheus."""
+    from celerykit_testing.dashboard import dashboard_queries
+
+    deployment.run_python(WORKLOAD, timeout=240)
+    queries = dashboard_queries({})
+
+    missing: list[str] = []
+
+    def filled() -> bool:
+        missing[:] = [f"{title}: {expr}" for title, expr in queries if not monitoring.query(expr)]
+        return not missing
+
+    # Rates need two scrapes (15 s apart) of a counter after its first event.
+    try:
+        wait_for("data in every panel", filled, timeout=120, every=5)
+    except AssertionError:
+        raise AssertionError("panels without data:\n" + "\n".join(missing)) from None
