@@ -13,7 +13,7 @@ COMPOSE = yaml.safe_load(TEXT)
 # Values compose must know itself: what it publishes, names, images, the demo app's knobs.
 COMPOSE_OWN = re.compile(
     r"CELERYKIT_(HTTPS?_PORT|BIND|PROJECT|IMAGE|\w+_IMAGE|APP|APP_DIR|SECRETS_DIR|TLS_DIR"
-    r"|SERVER_NAME|WORKER_STOP_GRACE_PERIOD|PIP_CA_BUNDLE|DEMO_\w+)$"
+    r"|SERVER_NAME|WORKER_STOP_GRACE_PERIOD|PIP_CA_BUNDLE|DEMO_\w+|GRAFANA_PORT)$"
 )
 
 
@@ -44,11 +44,14 @@ def test_the_celery_image_is_built_once_for_every_service_that_runs_it():
     assert [name for name in users if "build" in services[name]] == ["init"]
 
 
-def test_only_nginx_publishes_ports():
-    published = {name for name, service in COMPOSE["services"].items() if service.get("ports")}
-    assert published == {"nginx"}
-    for port in COMPOSE["services"]["nginx"]["ports"]:
+def test_only_nginx_publishes_ports_but_for_the_optional_grafana_on_loopback():
+    services = COMPOSE["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"nginx", "grafana"}
+    for port in services["nginx"]["ports"]:
         assert port.startswith("${CELERYKIT_BIND:-127.0.0.1}:")
+    assert services["grafana"]["profiles"] == ["grafana"]
+    assert all(port.startswith("127.0.0.1:") for port in services["grafana"]["ports"])
 
 
 def test_init_checks_exactly_what_the_pools_and_flower_run_with():
