@@ -3,7 +3,7 @@
     bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput]
 
 Each benchmark prints the kit's figures next to the baseline's and writes bench/results/<name>.json
-(quick runs: bench/results-quick/). A full run of all five also rewrites the table in docs/benchmarks.md.
+(quick runs: bench/results-quick/). A full run of all six also rewrites the table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, machine, priority, proxy, report, throughput
+from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, report, throughput
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stack import ROOT, Stack
 
-NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput")  # in this order
+NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "monitoring")  # in this order
 RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "flower": flower_memory.run,
     "proxy": proxy.run,
     "priority": priority.run,
     "throughput": throughput.run,
+    "monitoring": monitoring.run,
 }
 RENDER = {key: renderer for key, _, renderer in report.SECTIONS}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, priority, proxy, throughput
+from bench import flower_memory, lifecycle, monitoring, priority, proxy, throughput
 
 START = "<!-- results:start (written by bench/run; edit the text around it, not inside) -->"
 END = "<!-- results:end -->"
@@ -16,6 +16,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
     ("flower", "3. Flower memory and API speed", flower_memory.render),
     ("proxy", "4. Proxy overhead", proxy.render),
     ("lifecycle", "5. Stack lifecycle", lifecycle.render),
+    ("monitoring", "6. What monitoring costs", monitoring.render),
 ]
 
 

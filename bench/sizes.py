@@ -18,6 +18,8 @@ class Sizes:
     wrk_seconds: int
     api_seconds: int  # per /api/tasks measurement: above Flower's 15-s state-save interval, so every window holds one
     cold_build: bool
+    monitoring_tasks: int = 3000  # no-op tasks per throughput run, monitoring on and off
+    scrape_backlog: int = 100000  # tasks waiting while the scrape durations are read
 
 
 FULL = Sizes(
@@ -45,4 +47,6 @@ QUICK = Sizes(
     wrk_seconds=3,
     api_seconds=3,
     cold_build=False,
+    monitoring_tasks=500,
+    scrape_backlog=10000,
 )

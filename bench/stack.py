@@ -18,12 +18,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "compose" / "compose.yaml", ROOT / "bench" / "compose.bench.yaml"]
 PROJECT = "celerykit-bench"
-KIT_SERVICES = ("init", "redis", "worker-high", "worker-medium", "worker-low", "beat", "flower", "nginx")
+KIT_SERVICES = (
+    "init", "redis", "worker-high", "worker-medium", "worker-low", "beat", "flower",
+    "exporter", "prometheus", "alertmanager", "nginx",
+)  # fmt: skip
 KIT_POOLS = ("worker-high", "worker-medium", "worker-low")
 IMAGES = {
     "CELERYKIT_IMAGE": "celerykit/celery:bench",
     "CELERYKIT_REDIS_IMAGE": "celerykit/redis:bench",
     "CELERYKIT_NGINX_IMAGE": "celerykit/nginx:bench",
+    "CELERYKIT_MONITORING_IMAGE": "celerykit/monitoring:bench",
 }
 
 

@@ -92,6 +92,16 @@ def cmd_purge(app: Celery, _: argparse.Namespace) -> dict:
     return {"purged": purge(app)}
 
 
+def cmd_backlog(app: Celery, args: argparse.Namespace) -> dict:
+    """Leave N no-op tasks waiting in a queue (its consumers stopped), a quarter of them per priority."""
+    purge(app)
+    started = time.monotonic()
+    with app.producer_or_acquire() as producer:
+        for i in range(args.tasks):
+            app.send_task("bench.noop", queue=args.queue, priority=(None, 0, 3, 9)[i % 4], producer=producer)
+    return {"queued": queue_sizes(app, [args.queue])[args.queue], "seconds": round(time.monotonic() - started, 1)}
+
+
 def cmd_ready(app: Celery, args: argparse.Namespace) -> dict:
     """Send a probe to each queue and wait until all ran: the consumers are there and consuming."""
     sent = time.time()
@@ -235,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     sub = main.add_subparsers(dest="command", required=True)
     sub.add_parser("purge")
     sub.add_parser("versions")
+    backlog = sub.add_parser("backlog")
+    backlog.add_argument("--queue", default="low_priority")
+    backlog.add_argument("--tasks", type=int, default=100000)
     ready = sub.add_parser("ready")
     ready.add_argument("--queues", default=",".join(QUEUES))
     ready.add_argument("--timeout", type=float, default=120)
@@ -265,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "purge": cmd_purge,
     "ready": cmd_ready,
+    "backlog": cmd_backlog,
     "priority": cmd_priority,
     "throughput": cmd_throughput,
     "events": cmd_events,
