@@ -54,7 +54,7 @@ def _memory(stack: Stack) -> dict[str, int]:
 
 def run(stack: Stack, sizes: Sizes) -> dict:
     rounds = []
-    for index in range(sizes.repeats):
+    for index in range(sizes.monitoring_repeats):
         load_before = os.getloadavg()[0]
         figures = {}
         for on in (True, False) if index % 2 == 0 else (False, True):

@@ -19,6 +19,7 @@ class Sizes:
     api_seconds: int  # per /api/tasks measurement: above Flower's 15-s state-save interval, so every window holds one
     cold_build: bool
     monitoring_tasks: int = 3000  # no-op tasks per throughput run, monitoring on and off
+    monitoring_repeats: int = 6  # rounds: half start with monitoring on, half with it off
     scrape_backlog: int = 100000  # tasks waiting while the scrape durations are read
 
 
@@ -48,5 +49,6 @@ QUICK = Sizes(
     api_seconds=3,
     cold_build=False,
     monitoring_tasks=500,
+    monitoring_repeats=2,
     scrape_backlog=10000,
 )

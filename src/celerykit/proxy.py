@@ -38,6 +38,7 @@ def render_site(
     prometheus_upstream: str = "",
     alertmanager_upstream: str = "",
     htpasswd_file: str = "",
+    resolver: str = "",
     header: str = "# Managed by celerykit.",
 ) -> str:
     """The site; Prometheus and Alertmanager are proxied (behind `htpasswd_file`) when their
@@ -66,6 +67,7 @@ def render_site(
             if upstream
         },
         "htpasswd_file": htpasswd_file,
+        "resolver": resolver,
     }
     if proxy["monitoring"] and not htpasswd_file:
         raise ValueError("htpasswd_file is needed when Prometheus or Alertmanager is proxied")
@@ -154,6 +156,7 @@ def main(argv: Sequence[str] = ()) -> int:
             "prometheus_upstream": env("CELERYKIT_PROMETHEUS_UPSTREAM"),
             "alertmanager_upstream": env("CELERYKIT_ALERTMANAGER_UPSTREAM", ""),
             "htpasswd_file": str(HTPASSWD),
+            "resolver": "127.0.0.11",  # Docker's DNS: Prometheus and Alertmanager by service name
         }
     site = render_site(
         server_name=server_name,
