@@ -86,6 +86,8 @@ fi
 # rules and configurations: only the two binaries are unpacked, so no Prometheus service starts here.
 if [ "${1:-}" = --test-tools ]; then
   command -v wrk >/dev/null 2>&1 || apt_install wrk
+  # Headless Chromium for the browser test (tests/stack/test_browser.py).
+  command -v chromium >/dev/null 2>&1 || { say "installing chromium (headless browser)"; apt_install chromium; }
   if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
     say "unpacking promtool and amtool from Debian's prometheus packages"
     [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
