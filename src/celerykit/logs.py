@@ -19,9 +19,9 @@ How each process gets there, set up when `celerykit.app` is imported:
   Connecting `setup_logging` instead would leave the whole setup to the kit, and Celery would
   then skip redirecting stdout (print() in tasks) in the main process.
 - What Celery writes around logging: the worker's and Beat's banners are off (`--quiet`, which
-  turns off nothing else; celerykit.services passes it), the worker's startup summary is logged
-  as one line instead, and the messages the worker writes straight to its descriptors from
-  signal handlers ("worker: Warm shutdown (MainProcess)") are written as JSON lines.
+  turns off nothing else; celerykit.services passes it) and their gist is logged instead; the
+  messages the worker's signal handlers write straight to its descriptors ("worker: Warm
+  shutdown (MainProcess)") are written as JSON lines.
 - A kit service's own stdout and stderr (Beat's "Stale pidfile" before its logging is set up,
   the exporter's messages, an uncaught exception) go to the `celery.redirected` logger, as
   Celery redirects them in its worker. Which process is a service: the one celerykit.services
@@ -37,9 +37,11 @@ are the kit's, a few lines do it, and hosts need no further package (Debian's py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -53,6 +55,9 @@ SERVICE_VARIABLE = "_CELERYKIT_SERVICE"  # set by celerykit.services for the pro
 SERVICES = ("worker", "beat", "flower", "exporter")
 REDIRECTED = "celery.redirected"  # the logger Celery's worker redirects stdout and stderr to
 REDIRECT_LEVEL = logging.WARNING  # Celery's worker_redirect_stdouts_level
+# Every record has these keys; records in (or about) a task also task_id and task_name.
+KEYS = ("time", "level", "logger", "message", "pool", "hostname", "process")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # ISO 8601, UTC, milliseconds
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,7 +68,7 @@ class JsonFormatter(logging.Formatter):
         self.pool = pool
         self.hostname = hostname or socket.gethostname()
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         moment = datetime.fromtimestamp(record.created, tz=UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -78,15 +83,31 @@ class JsonFormatter(logging.Formatter):
             "process": record.processName,
         }
         entry.update(task_of(record))
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc_info"] = record.exc_text
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
         # json escapes newlines and every other control character: one record, one line.
         return json.dumps(entry, default=str)
+
+
+def records(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The kit's records in a service's output (docker logs, the journal), and the lines that are
+    not one: a JSON object with every key of KEYS and its time as TIME."""
+    found: list[dict[str, Any]] = []
+    other: list[str] = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and all(key in record for key in KEYS) and TIME.fullmatch(str(record["time"])):
+            found.append(record)
+        else:
+            other.append(line)
+    return found, other
 
 
 def task_of(record: logging.LogRecord) -> dict[str, str]:
@@ -117,7 +138,9 @@ def setup(env: Env, argv: Sequence[str] | None = None) -> JsonFormatter | None:
     """Set this process up for JSON lines, if that is the format; return the formatter."""
     if log_format(env) != "json":
         return None
-    formatter = JsonFormatter(pool=env.get("CELERYKIT_POOL_NAME"))
+    service = service_of(env, sys.argv if argv is None else argv)
+    pool = env.get("CELERYKIT_POOL_NAME") if service in (None, "worker") else None
+    formatter = JsonFormatter(pool=pool)
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.__stderr__)
@@ -125,15 +148,26 @@ def setup(env: Env, argv: Sequence[str] | None = None) -> JsonFormatter | None:
         root.addHandler(handler)
     logging.captureWarnings(True)
     _connect_celery(formatter)
-    service = service_of(env, sys.argv if argv is None else argv)
     if service is not None:
         redirect_streams()
     if service == "flower":
         import tornado.options
 
         # Runs after tornado's own callback (enable_pretty_logging), registered when it was imported.
-        tornado.options.add_parse_callback(lambda: use(formatter, logging.getLogger()))
+        tornado.options.add_parse_callback(lambda: _tornado_configured(formatter))
     return formatter
+
+
+def _tornado_configured(formatter: logging.Formatter) -> None:
+    """A handler tornado added on stderr (--log_to_stderr) writes to the redirected stream, back
+    into logging: the root logger's own handler writes those records already."""
+    from celery.utils.log import LoggingProxy
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(getattr(handler, "stream", None), LoggingProxy):
+            root.removeHandler(handler)
+    use(formatter, root)
 
 
 def use(formatter: logging.Formatter, *loggers: logging.Logger | None) -> None:
@@ -174,10 +208,21 @@ def _connect_celery(formatter: JsonFormatter) -> None:
         formatter.hostname = str(sender)  # before the worker sets up logging and forks
         _json_signal_messages(formatter)
 
-    def worker_set_up(sender: str, instance: Any, **_: Any) -> None:
-        # The banner (--quiet) as one line; the transport's and results' URIs hide the password.
-        logging.getLogger("celery.apps.worker").info(
-            "%s starting:\n%s%s", sender, instance.startup_info(artlines=False), instance.extra_info() or ""
+    def worker_set_up(instance: Any, **_: Any) -> None:
+        if not getattr(instance, "quiet", False):  # Celery prints its banner after this
+            return
+        # The banner --quiet turned off, as one record (the URIs in it hide the password).
+        info = instance.startup_info(artlines=False) + (instance.extra_info() or "")
+        logging.getLogger("celery.apps.worker").info("%s", info.strip())
+
+    def beat_started(sender: Any, **_: Any) -> None:
+        scheduler = sender.scheduler
+        logging.getLogger("celery.apps.beat").info(
+            "beat: scheduler %s.%s, schedule %s, max interval %s s",
+            type(scheduler).__module__,
+            type(scheduler).__qualname__,
+            sender.schedule_filename,
+            scheduler.max_interval,
         )
 
     # dispatch_uid: once per process, however often setup() runs
@@ -185,6 +230,7 @@ def _connect_celery(formatter: JsonFormatter) -> None:
     signals.after_setup_task_logger.connect(task_logger_configured, weak=False, dispatch_uid="celerykit-json-task")
     signals.celeryd_init.connect(worker_named, weak=False, dispatch_uid="celerykit-json-hostname")
     signals.celeryd_after_setup.connect(worker_set_up, weak=False, dispatch_uid="celerykit-json-banner")
+    signals.beat_init.connect(beat_started, weak=False, dispatch_uid="celerykit-json-beat-banner")
 
 
 def _json_signal_messages(formatter: JsonFormatter) -> None:
@@ -198,10 +244,9 @@ def _json_signal_messages(formatter: JsonFormatter) -> None:
 
     def safe_say(msg: str, f: Any = sys.__stderr__) -> None:
         record = logging.LogRecord("celery.apps.worker", logging.WARNING, __file__, 0, str(msg).strip(), None, None)
-        try:
+        # As Celery's: losing the line must never stop the caller (a shutdown handler).
+        with contextlib.suppress(AttributeError, OSError, ValueError):
             write(f.fileno(), (formatter.format(record) + "\n").encode())
-        except (AttributeError, OSError, ValueError):  # as Celery's: losing the line must not stop the caller
-            pass
 
     safe_say.__wrapped__ = original  # type: ignore[attr-defined]
     worker.safe_say = safe_say

@@ -339,13 +339,19 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
 
 
 def _crashes(log: str) -> list[str]:
-    """Each "Unrecoverable error" with the innermost frames of its traceback, in one line."""
+    """Each "Unrecoverable error" with the innermost frames of its traceback, in one line (a JSON
+    log line holds its traceback as `exc_info`; a text log has it on the lines that follow)."""
     lines = log.splitlines()
     found = []
     for at, line in enumerate(lines):
         if UNRECOVERABLE in line:
-            frames = [f.split("File ", 1)[1].strip() for f in lines[at + 1 : at + 80] if "File " in f][-3:]
-            found.append(f"{line.split(UNRECOVERABLE, 1)[1][:200]} at {' < '.join(reversed(frames))}")
+            try:
+                record = json.loads(line[line.index("{") :])
+                message, trace = record["message"], str(record.get("exc_info") or "").splitlines()
+            except (ValueError, KeyError, TypeError):
+                message, trace = line, lines[at + 1 : at + 80]
+            frames = [f.split("File ", 1)[1].strip() for f in trace if "File " in f][-3:]
+            found.append(f"{message.split(UNRECOVERABLE, 1)[-1][:200]} at {' < '.join(reversed(frames))}")
     return found
 
 
