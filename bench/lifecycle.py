@@ -8,7 +8,9 @@ from bench.sizes import Sizes
 from bench.stack import KIT_SERVICES, Stack, StackError
 from bench.stats import median
 
-BUILT = ("init", "redis", "nginx")  # one service per image: the Celery image serves init, pools, Beat, Flower
+# One service per image: the Celery image serves init, the pools, Beat, Flower and the exporter; the
+# monitoring image Prometheus and Alertmanager.
+BUILT = ("init", "redis", "nginx", "prometheus")
 
 
 def build(stack: Stack, sizes: Sizes) -> dict:

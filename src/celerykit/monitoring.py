@@ -54,7 +54,13 @@ class Watch:
         visibility = visibility_timeout(env, check)
         pools = check.pools("CELERYKIT_POOLS", settings, "CELERYKIT_VISIBILITY_TIMEOUT", visibility)
         watched = tuple(WatchedPool(p["name"], p["queues"], p["soft_time_limit"]) for p in pools)
-        queues = [queue for pool in watched for queue in pool.queues]
+        thresholds = cls.thresholds_from_env(env, check, [queue for pool in watched for queue in pool.queues])
+        if checker is None:
+            check.raise_if_any()
+        return cls(pools=watched, thresholds=thresholds)
+
+    @staticmethod
+    def thresholds_from_env(env: Env, check: Checker, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
         warning = check.whole(
             "CELERYKIT_BACKLOG_WARNING", env.get("CELERYKIT_BACKLOG_WARNING", defaults.BACKLOG_WARNING)
         )
@@ -64,9 +70,7 @@ class Watch:
         check.backlog_thresholds("CELERYKIT_BACKLOG_WARNING", warning, critical, "CELERYKIT_BACKLOG_CRITICAL")
         thresholds = {queue: (warning, critical) for queue in queues}
         thresholds.update(_queue_thresholds(check, env.get("CELERYKIT_BACKLOG_THRESHOLDS"), queues))
-        if checker is None:
-            check.raise_if_any()
-        return cls(pools=watched, thresholds=thresholds)
+        return thresholds
 
 
 def _queue_thresholds(check: Checker, raw: str | None, queues: Sequence[str]) -> dict[str, tuple[int, int]]:

@@ -45,6 +45,18 @@ a BRPOP it thinks stale), the child keeps it open: Redis still sees a client wai
 the next message, which nobody reads, and the task is lost. Each child points the inherited
 descriptors of connections to Redis's port at /dev/null the moment it starts (the objects that
 hold them close /dev/null later); the main process's connections are untouched.
+
+**A message Redis handed to a cancelled consumer goes back at once** (kombu 5.x's Redis channel;
+kombu#1733 only reads it at close, celery#7950 and #4354 report the loss). At a warm shutdown
+Celery cancels the consumer while a BRPOP with its queues is still waiting in Redis. A message
+sent then is popped by that BRPOP and sits unread in the socket for the whole drain (until the
+running tasks finish: up to the soft time limit). kombu reads it only when the channel closes,
+and only if nothing went wrong before: a worker killed during the drain (a stop timeout, the
+OOM killer, a second fault) or a dropped connection loses it, and it was never in the unacked
+set, so nothing brings it back. The fix reads the reply as soon as the last queue is cancelled
+(at most `brpop_timeout`, 1 s) and pushes its message back onto the list it came from, the tail
+BRPOP pops, so it is next as before; `close` does the same. What is left is a Redis loss within
+that second.
 """
 
 from __future__ import annotations
@@ -58,11 +70,14 @@ from urllib.parse import urlsplit
 
 import billiard
 import celery
+import kombu
 from billiard import pool as billiard_pool
 from celery import signals
 from celery.concurrency import asynpool
 from celery.worker.consumer import consumer as consumer_module
 from celery.worker.request import Request
+from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +85,7 @@ logger = logging.getLogger(__name__)
 # it: tests/unit/test_patches.py fails on a version outside these.
 CELERY_AFFECTED = ((5, 0), (5, 7))  # the cancel, close and pool fixes: read on 5.7.0
 BILLIARD_AFFECTED = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
+KOMBU_AFFECTED = ((5, 0), (5, 7))  # the outstanding-BRPOP fix: read on 5.7.0
 
 # The warning a kept cancellation logs (the chaos soak counts these lines).
 KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
@@ -197,6 +213,56 @@ def close_ignoring_any_error(ignore_errors):
     return close
 
 
+def put_back_outstanding_brpop(channel) -> bool:
+    """Read the reply of a BRPOP still in flight and push its message back where it came from."""
+    if not channel._in_poll:
+        return False
+    client = channel.client
+    try:
+        reply = client.parse_response(client.connection, "BRPOP")
+    except channel.connection_errors:
+        client.connection.disconnect()
+        raise
+    finally:
+        channel._in_poll = None
+    if not reply:
+        return False
+    key, item = reply
+    with channel.conn_or_acquire() as pooled:  # not the BRPOP connection
+        pooled.rpush(bytes_to_str(key), item)
+    logger.warning("Put back a message Redis handed to a cancelled consumer (%s).", bytes_to_str(key))
+    return True
+
+
+def cancel_reads_the_outstanding_brpop(basic_cancel):
+    @functools.wraps(basic_cancel)
+    def cancel(channel, consumer_tag):
+        result = basic_cancel(channel, consumer_tag)
+        if channel._in_poll and not channel.active_queues:
+            try:
+                put_back_outstanding_brpop(channel)
+            except channel.connection_errors as error:  # the socket is gone: nothing left to read
+                logger.warning("Could not read the cancelled consumer's last BRPOP: %r", error)
+        return result
+
+    cancel.celerykit_patched = True
+    return cancel
+
+
+def close_reads_the_outstanding_brpop(close):
+    @functools.wraps(close)
+    def closing(channel):
+        if channel._in_poll:
+            try:
+                put_back_outstanding_brpop(channel)
+            except channel.connection_errors as error:
+                logger.warning("Could not read the closing channel's last BRPOP: %r", error)
+        return close(channel)  # _in_poll is cleared: kombu's close reads nothing more
+
+    closing.celerykit_patched = True
+    return closing
+
+
 def _patch(owner, name: str, fix) -> None:
     if not getattr(getattr(owner, name), "celerykit_patched", False):  # once per process
         setattr(owner, name, fix(getattr(owner, name)))
@@ -216,6 +282,10 @@ def apply() -> list[str]:
             billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.005  # from 0.1 s
             billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 6000  # 30 s, as before (300 x 0.1 s)
             applied.append("reap promptly")
+    if affected(version(kombu), KOMBU_AFFECTED):
+        _patch(kombu_redis.Channel, "_basic_cancel", cancel_reads_the_outstanding_brpop)
+        _patch(kombu_redis.Channel, "close", close_reads_the_outstanding_brpop)
+        applied.append("a cancelled consumer's last message goes back")
     # dispatch_uid: connected once per process however often apply() runs
     parent, child = signals.worker_before_create_process, signals.worker_process_init
     parent.connect(remember_parents_connections, dispatch_uid="celerykit-parent", weak=False)

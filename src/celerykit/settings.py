@@ -268,6 +268,14 @@ def check_deployment(env: Env) -> list[Pool]:
     http = check.port("CELERYKIT_HTTP_PORT", env.get("CELERYKIT_HTTP_PORT", 8080))
     check.distinct_ports("CELERYKIT_HTTP_PORT", http, "CELERYKIT_HTTPS_PORT", https)
     Flower.from_env(env, check, secrets=False)
+    # Monitoring: checked here too, so a bad value stops `up` before any container is replaced.
+    from celerykit.monitoring import Alerting, Watch
+
+    Watch.thresholds_from_env(env, check, [queue for pool in checked for queue in pool["queues"]])
+    Alerting.from_env(env, check)
+    check.duration(
+        "CELERYKIT_PROMETHEUS_RETENTION", env.get("CELERYKIT_PROMETHEUS_RETENTION", defaults.PROMETHEUS_RETENTION)
+    )
     check.raise_if_any()
     return [Pool(**pool) for pool in checked]
 

@@ -152,6 +152,31 @@ CASES = [
         ["celerykit_app_pip_ca_bundle must be a file on the controller, got '/nonexistent/ca.pem'"],
     ),
     (
+        "prometheus-retention-unknown-unit",
+        {"celerykit_prometheus_retention": "15x"},
+        ["celerykit_prometheus_retention must be a Prometheus duration such as 15d, 12h or 2w, got '15x'"],
+    ),
+    (
+        "smarthost-without-port",
+        {"celerykit_alertmanager_smarthost": "mail.example.com", "celerykit_alertmanager_mail_to": ["o@example.com"]},
+        ["celerykit_alertmanager_smarthost must be host:port (a port between 1 and 65535), got 'mail.example.com'"],
+    ),
+    (
+        "mail-without-receivers",
+        {"celerykit_alertmanager_smarthost": "mail.example.com:25"},
+        ["celerykit_alertmanager_mail_to must list at least one mail address, got []"],
+    ),
+    (
+        "webhook-not-a-url",
+        {"celerykit_alertmanager_webhook_url": "chat.example.com/hook"},
+        ["celerykit_alertmanager_webhook_url must be an http:// or https:// URL, got 'chat.example.com/hook'"],
+    ),
+    (
+        "backlog-warning-above-critical",
+        {"celerykit_exporter_backlog_warning": 2000},
+        ["celerykit_exporter_backlog_warning must be below celerykit_exporter_backlog_critical (1000), got 2000"],
+    ),
+    (
         "several-at-once",
         {"celerykit_worker_pools": pools(concurrency=0, prefetch_multiplier=0, soft_time_limit=GOOD_HARD)},
         [

@@ -61,6 +61,24 @@ BAD_SETTINGS = [
             "CELERYKIT_FLOWER_USER must not contain ':' or ',', got 'ad:min'",
         ],
     ),
+    (
+        {
+            "CELERYKIT_ALERT_SMARTHOST": "mail.example.com",
+            "CELERYKIT_ALERT_WEBHOOK_URL": "chat.example.com/hook",
+            "CELERYKIT_PROMETHEUS_RETENTION": "15x",
+            "CELERYKIT_BACKLOG_WARNING": "2000",
+        },
+        [
+            "CELERYKIT_BACKLOG_WARNING must be below CELERYKIT_BACKLOG_CRITICAL (1000), got 2000",
+            "CELERYKIT_ALERT_SMARTHOST must be host:port (a port between 1 and 65535), got 'mail.example.com'",
+            "CELERYKIT_ALERT_WEBHOOK_URL must be an http:// or https:// URL, got 'chat.example.com/hook'",
+            "CELERYKIT_PROMETHEUS_RETENTION must be a Prometheus duration such as 15d, 12h or 2w, got '15x'",
+        ],
+    ),
+    (
+        {"CELERYKIT_ALERT_SMARTHOST": "mail.example.com:25", "CELERYKIT_ALERT_MAIL_TO": ""},
+        ["CELERYKIT_ALERT_MAIL_TO must list at least one mail address, got []"],
+    ),
 ]
 
 # (secret file, content, the rule init states about it): checked by the same init run, after the settings.

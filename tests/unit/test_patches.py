@@ -99,6 +99,7 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
         "cancel keeps the message",
         "a lost connection's close cannot stop the worker",
         "reap promptly",
+        "a cancelled consumer's last message goes back",
         "children let go of the main process's Redis connections",
     ]
     assert patches.apply() == applied

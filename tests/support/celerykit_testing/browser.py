@@ -39,13 +39,14 @@ class Page:
     screenshot: Path | None
 
 
-def chromium_argv(profile: Path) -> list[str]:
+def chromium_argv(profile: Path, hosts: set[str]) -> list[str]:
     # --ignore-certificate-errors: headless Chromium takes no CA file; the proxy's certificate
     # (signed by the test CA) is verified by the TLS tests, this driver only reads pages.
     return [CHROMIUM, "--headless", "--no-sandbox", "--remote-debugging-port=0", f"--user-data-dir={profile}",
             "--ignore-certificate-errors", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1280,900",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost", "about:blank"]  # fmt: skip
+            "--host-resolver-rules=MAP * ~NOTFOUND" + "".join(f", EXCLUDE {h}" for h in sorted(hosts)),
+            "about:blank"]  # fmt: skip
 
 
 def kill_group(pid: int) -> None:
@@ -60,8 +61,16 @@ class Browser:
     Without credentials the auth challenge is cancelled, as a person pressing "Cancel" would.
     """
 
-    def __init__(self, credentials: tuple[str, str] | None = None, screenshots: Path | None = None, timeout=30.0):
+    def __init__(
+        self,
+        credentials: tuple[str, str] | None = None,
+        screenshots: Path | None = None,
+        timeout=30.0,
+        hosts: set[str] | frozenset[str] = frozenset(),
+    ):
+        """`hosts`: where pages may come from besides loopback (the deployment's own proxy)."""
         self.credentials, self.screenshots, self.timeout = credentials, screenshots, timeout
+        self.hosts = LOOPBACK | set(hosts)
         self._ids = itertools.count(1)
 
     def __enter__(self) -> Browser:
@@ -71,7 +80,9 @@ class Browser:
             profile_dir = tempfile.TemporaryDirectory(prefix="celerykit-chromium-", ignore_cleanup_errors=True)
             profile = Path(stack.enter_context(profile_dir))
             quiet = subprocess.DEVNULL
-            process = subprocess.Popen(chromium_argv(profile), stdout=quiet, stderr=quiet, start_new_session=True)
+            process = subprocess.Popen(
+                chromium_argv(profile, self.hosts), stdout=quiet, stderr=quiet, start_new_session=True
+            )
             stack.callback(process.wait, timeout=10)
             stack.callback(kill_group, process.pid)
             port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + 15
@@ -154,7 +165,7 @@ class Browser:
         """Let paused requests to loopback through (others fail) and answer the HTTP auth
         challenge as a person at the login prompt would: the credentials, or "Cancel"."""
         request = params.get("requestId")
-        if event == "Fetch.requestPaused" and urlsplit(params["request"]["url"]).hostname in LOOPBACK:
+        if event == "Fetch.requestPaused" and urlsplit(params["request"]["url"]).hostname in self.hosts:
             self._send("Fetch.continueRequest", session, requestId=request)
         elif event == "Fetch.requestPaused":
             self._send("Fetch.failRequest", session, requestId=request, errorReason="BlockedByClient")

@@ -197,3 +197,55 @@ def test_flower_survives_a_damaged_state_file(deployment: Deployment):
     assert restarts == 1
     assert any(name.endswith(".corrupt") for name in files), files
     assert checks.wait_for_task(target, checks.send_probe(target, "high_priority"))["state"] == "SUCCESS"
+
+
+# A consumer cancelled while its BRPOP still waits in Redis (Celery's warm shutdown), a message
+# sent then (Redis hands it to that BRPOP), and the consumer's process gone before it closed the
+# channel (killed during the drain): is the message still in Redis? Run with the kit's patches,
+# and without the one that fixes it, to show the loss it prevents.
+STALE_BRPOP = """
+import json, sys, threading, time
+from kombu import Consumer, Exchange, Producer, Queue
+from kombu.asynchronous import Hub
+from kombu.transport import redis as kombu_redis
+from celerykit.app import app  # the kit's settings and patches
+if sys.argv[1] == "unpatched":
+    for name in ("_basic_cancel", "close"):
+        setattr(kombu_redis.Channel, name, getattr(kombu_redis.Channel, name).__wrapped__)
+name = "celerykit-drill-cancelled-consumer"
+queue = Queue(name, Exchange(name), routing_key=name)
+with app.connection_for_write() as connection:
+    queue(connection.default_channel).declare()
+    connection.default_channel.queue_purge(name)
+consuming = app.connection_for_read()
+consuming.transport.register_with_event_loop(consuming.connection, Hub())
+channel = consuming.default_channel
+consumer = Consumer(channel, [queue], callbacks=[lambda body, message: None], accept=["json"])
+consumer.consume()
+consuming.transport.cycle.on_poll_start()  # the worker's event loop sends BRPOP
+assert channel._in_poll
+def publish():
+    time.sleep(0.3)  # while the BRPOP still waits (kombu's brpop_timeout: 1 s)
+    with app.connection_for_write() as connection:
+        Producer(connection).publish({"n": 1}, exchange=name, routing_key=name, declare=[queue])
+sender = threading.Thread(target=publish)
+sender.start()
+consumer.cancel()  # Celery's warm shutdown stops consuming
+sender.join()
+time.sleep(0.3)
+channel.client.connection._sock.close()  # the process dies: its socket goes, nothing is read
+with app.connection_for_write() as connection:
+    left = connection.default_channel._size(name)
+    connection.default_channel.queue_delete(name)
+print(json.dumps({"left": left}))
+"""
+
+
+@pytest.mark.parametrize("patched", [True, False], ids=["patched", "unpatched"])
+def test_a_message_handed_to_a_cancelled_consumer_stays_in_redis(deployment: Deployment, patched: bool):
+    """Patched, the message is back in its queue; unpatched (kombu as it is), it is gone."""
+    import json
+
+    output = deployment.run_python(STALE_BRPOP, "patched" if patched else "unpatched", timeout=120)
+    left = json.loads(output.strip().splitlines()[-1])["left"]
+    assert left == (1 if patched else 0)
