@@ -137,10 +137,6 @@ def _text(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
     c.text(name, value)
 
 
-def _exporter_pools(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
-    _pools(c, name, value, args)
-
-
 def _backlog_critical(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
     critical = c.whole(name, value)
     warning_name = "celerykit_exporter_backlog_warning"
@@ -233,7 +229,8 @@ CHECKS: dict[str, Check] = {
     "celerykit_proxy_tls_certificate_key": _checked_with,
     # monitoring roles
     "celerykit_exporter_port": _port,
-    "celerykit_exporter_pools": _exporter_pools,
+    # Every worker host's pools, each checked on its own host: here only what the thresholds name.
+    "celerykit_exporter_pools": _checked_with,
     "celerykit_exporter_backlog_warning": _whole_at_least(1),
     "celerykit_exporter_backlog_critical": _backlog_critical,
     "celerykit_exporter_backlog_thresholds": _backlog_thresholds,
