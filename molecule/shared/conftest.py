@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import testinfra
+from celerykit_testing import monitoring_drills
 from celerykit_testing.monitoring_drills import Monitoring
 from celerykit_testing.systemd import SystemdDeployment
 
@@ -98,19 +97,9 @@ def deployment(proxy: Target) -> SystemdDeployment:
 
 
 @pytest.fixture(scope="session")
-def monitoring(proxy: Target, flower_host: testinfra.host.Host) -> Monitoring:
-    sink = f"{proxy.http_url}:8080"  # the test's sink on the Flower host (../prepare.yml)
-
-    def query(expr: str) -> list[dict]:
-        response = proxy.request("GET", "/prometheus/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        assert response.status == 200, response.body[:300]
-        return response.json()["data"]["result"]
-
-    def listing(path: str) -> list[dict]:
-        with urllib.request.urlopen(sink + path, timeout=10) as answer:  # noqa: S310 - the scenario's own host
-            return json.loads(answer.read())
-
-    return Monitoring(query=query, mails=lambda: listing("/mails"), hooks=lambda: listing("/hooks"))
+def monitoring(proxy: Target) -> Monitoring:
+    """The Flower host's Prometheus through its nginx; the test's alert sink on that host (../prepare.yml)."""
+    return monitoring_drills.through_the_proxy(proxy, f"{proxy.http_url}:8080")
 
 
 @pytest.fixture(scope="session")

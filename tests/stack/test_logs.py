@@ -6,9 +6,10 @@ and its traceback."""
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
+from celerykit_testing import log_drills
+from celerykit_testing.log_drills import FAILING, FAILING_ARGS
 from conftest import POOLS, Stack
 
 from celerykit import logs
@@ -16,7 +17,6 @@ from celerykit.verify import checks
 
 WORKERS = {f"worker-{pool}": pool for pool in POOLS}
 SERVICES = [*WORKERS, "beat", "flower", "exporter"]
-FAILING = "celerykit.demo.urgent"  # sent with one argument too many: a TypeError in the task
 
 
 def service_records(stack: Stack, service: str) -> list[dict]:
@@ -34,30 +34,14 @@ def service_records(stack: Stack, service: str) -> list[dict]:
 
 def test_a_failing_task_logs_its_id_its_name_and_its_traceback(stack: Stack):
     response = stack.target.request(
-        "POST", stack.target.flower(f"api/task/send-task/{FAILING}"), body={"args": ["one", "two", "three"]}
+        "POST", stack.target.flower(f"api/task/send-task/{FAILING}"), body={"args": FAILING_ARGS}
     )
     assert response.status == 200, response.body
     task_id = response.json()["task-id"]
     info = checks.wait_for_task(stack.target, task_id)
     assert info["state"] == "FAILURE", info
     pool = info["worker"].split("@")[0]
-    deadline = time.monotonic() + 10  # Flower may learn of the failure before docker has the line
-    while True:
-        mine = [r for r in service_records(stack, f"worker-{pool}") if r.get("task_id") == task_id]
-        failed = [r for r in mine if r["level"] == "ERROR" and "exc_info" in r]
-        if failed or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert failed, mine
-    (line,) = failed
-    assert line["task_name"] == FAILING
-    assert line["process"].startswith("ForkPoolWorker-"), line  # a pool process
-    assert (line["pool"], line["hostname"]) == (pool, info["worker"])
-    assert task_id in line["message"] and "TypeError" in line["message"]
-    assert line["exc_info"].startswith("Traceback (most recent call last):\n"), line["exc_info"]
-    assert "TypeError: " in line["exc_info"] and "positional argument" in line["exc_info"]
-    # The main process's "received" line names the task too.
-    assert any(r["process"] == "MainProcess" and "received" in r["message"] for r in mine), mine
+    log_drills.failing_task_logged(lambda: service_records(stack, f"worker-{pool}"), task_id, pool, info["worker"])
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -3,10 +3,6 @@ target scraped, the exporter's counts, and alerts that arrive as mail and webhoo
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-import urllib.request
-
 import pytest
 from celerykit_testing import monitoring_drills
 from celerykit_testing.compose import ComposeDeployment
@@ -18,18 +14,9 @@ JOBS = {"celerykit", "flower", "prometheus", "alertmanager"}
 
 @pytest.fixture(scope="module")
 def monitoring(stack: Stack) -> Monitoring:
-    sink = f"http://127.0.0.1:{stack.compose.env['CELERYKIT_TEST_SINK_PORT']}"
-
-    def query(expr: str) -> list[dict]:
-        response = stack.target.request("GET", "/prometheus/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        assert response.status == 200, response.body[:300]
-        return response.json()["data"]["result"]
-
-    def listing(path: str) -> list[dict]:
-        with urllib.request.urlopen(sink + path, timeout=10) as answer:  # noqa: S310 - the test's loopback sink
-            return json.loads(answer.read())
-
-    return Monitoring(query=query, mails=lambda: listing("/mails"), hooks=lambda: listing("/hooks"))
+    return monitoring_drills.through_the_proxy(
+        stack.target, f"http://127.0.0.1:{stack.compose.env['CELERYKIT_TEST_SINK_PORT']}"
+    )
 
 
 PATHS = [

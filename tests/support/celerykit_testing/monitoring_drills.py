@@ -7,11 +7,15 @@ Flower's credentials, as an operator would) and to read its test mail/webhook si
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from celerykit.verify.target import Target
 from celerykit_testing.deployment import Deployment
 
 POOL, QUEUE = "low", "low_priority"
@@ -35,6 +39,22 @@ class Monitoring:
     query: Callable[[str], list[dict[str, Any]]]  # PromQL -> Prometheus's `data.result`
     mails: Callable[[], list[dict[str, Any]]]  # what the SMTP sink received
     hooks: Callable[[], list[dict[str, Any]]]  # what the webhook sink received
+
+
+def through_the_proxy(target: Target, sink: str) -> Monitoring:
+    """Prometheus asked through the deployment's nginx with Flower's login, as an operator asks it;
+    the test's sink (its HTTP side, `sink`) read directly."""
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        response = target.request("GET", "/prometheus/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        assert response.status == 200, response.body[:300]
+        return response.json()["data"]["result"]
+
+    def listing(path: str) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(sink + path, timeout=10) as answer:  # noqa: S310 - the test's own sink
+            return json.loads(answer.read())
+
+    return Monitoring(query=query, mails=lambda: listing("/mails"), hooks=lambda: listing("/hooks"))
 
 
 def wait_for(what: str, found: Callable[[], Any], timeout: float, every: float = 2.0) -> Any:
