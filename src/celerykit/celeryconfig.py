@@ -54,6 +54,10 @@ def kit_settings(env: Env) -> dict[str, Any]:
         # Beat writes its schedule after every periodic task it sends (Celery's default: every
         # 3 minutes), so a Beat killed right after sending one does not send it again on restart.
         "beat_sync_every": 1,
+        # Celery refuses the `pool_restart` control command unless this is set; `celerykit admin
+        # pool restart` (Flower's /api/worker/pool/restart) uses it to replace a pool's processes
+        # without restarting the worker. It reloads no code (Flower asks with reload=False).
+        "worker_pool_restarts": True,
         "task_default_queue": "default",
         "result_expires": 86400,
     }

@@ -25,6 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from celerykit import verify
 
     verify.build_parser(sub.add_parser("verify", help="check a deployment from outside"))
+    from celerykit import admin
+
+    admin.build_parser(sub.add_parser("admin", help="operate a deployment: workers, queues, revoke, pools, purge"))
+    from celerykit import pools
+
+    pools.build_parser(sub.add_parser("pools", help="drain pools, wait until they consume, report on them"))
     args = parser.parse_args(argv)
     env = Env.current()
     try:
@@ -46,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in ensure_secrets(args.directory, args.group):
                 print(f"celerykit: generated {path.name}", file=sys.stderr)
             return 0
+        if args.command == "pools":
+            return pools.main(args)
+        if args.command == "admin":
+            return admin.main(args)
         return verify.main(args)
     except ConfigError as error:
         for line in str(error).splitlines():

@@ -1,0 +1,28 @@
+"""`celerykit pools`: the arguments the rolling playbooks pass, and the ones refused before any
+worker is asked anything."""
+
+import pytest
+
+from celerykit.cli import main
+
+
+def test_a_node_names_its_pool_host_and_queues():
+    from celerykit.pools import parse_node
+
+    assert parse_node("high@worker1=high_priority") == ("high@worker1", ("high_priority",))
+    assert parse_node("medium@w=medium_priority,default") == ("medium@w", ("medium_priority", "default"))
+
+
+@pytest.mark.parametrize("node", ["high", "high@worker1", "high@worker1=", "worker1=high_priority"])
+def test_a_node_without_pool_host_or_queues_is_refused(node: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as stopped:
+        main(["pools", "drain", node])
+    assert stopped.value.code == 2
+    assert "expected <pool>@<host>=<queue>[,<queue>...]" in capsys.readouterr().err
+
+
+def test_drain_and_ready_need_a_worker_status_does_not(capsys: pytest.CaptureFixture[str]):
+    for step in ("drain", "ready"):
+        with pytest.raises(SystemExit):
+            main(["pools", step])
+    assert "required: POOL@HOST=QUEUE[,QUEUE]" in capsys.readouterr().err
