@@ -108,15 +108,18 @@ def beat_deployment(deployment: SystemdDeployment) -> SystemdDeployment:
     return deployment
 
 
-def playbook(*args: str, extra_vars: dict | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the site playbook on the scenario's inventory (plus `args`), as an operator would."""
-    command = ["ansible-playbook", "-i", INVENTORY, "celerykit.platform.site", *args]
+def playbook(
+    *args: str, extra_vars: dict | None = None, tmp: Path | None = None, name: str = "site", **env: str
+) -> subprocess.CompletedProcess:
+    """Run one of the collection's playbooks (the site playbook unless `name` says another) on the
+    scenario's inventory (plus `args`, and Ansible settings in `env`), as an operator would."""
+    command = ["ansible-playbook", "-i", INVENTORY, f"celerykit.platform.{name}", *args]
     if extra_vars is not None:
         assert tmp is not None
         path = tmp / "extra-vars.json"
         path.write_text(json.dumps(extra_vars))
         command += ["-e", f"@{path}"]
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1")
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", NO_COLOR="1", **env)
     env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".collections"))
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
 

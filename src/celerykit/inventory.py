@@ -208,6 +208,8 @@ CHECKS: dict[str, Check] = {
     "celerykit_app_pip_ca_bundle": _controller_files,
     # worker role (its pools' limits against celerykit_app_visibility_timeout)
     "celerykit_worker_pools": _pools,
+    "celerykit_worker_drain_timeout": _whole_at_least(0),  # 0: restart at once, warmly all the same
+    "celerykit_worker_ready_timeout": _whole_at_least(1),
     # beat role
     "celerykit_beat_group": _beat_group,
     "celerykit_beat_hosts": _checked_with,

@@ -63,6 +63,14 @@ CASES = [
         ["celerykit_flower_cookie_secret must be at least 32 characters long, got 8 (or empty, to have one generated)"],
     ),
     ("no-pools", {"celerykit_worker_pools": []}, ["celerykit_worker_pools must list at least one pool, got []"]),
+    (
+        "rolling-timeouts",
+        {"celerykit_worker_ready_timeout": 0, "celerykit_worker_drain_timeout": -1},
+        [
+            "celerykit_worker_drain_timeout must be at least 0, got -1",
+            "celerykit_worker_ready_timeout must be at least 1, got 0",
+        ],
+    ),
     ("unknown-pool-key", {"celerykit_worker_pools": pools(concurency=4)}, None),
     (
         "duplicate-pool-names",

@@ -82,11 +82,12 @@ def tally(self, seconds: float = 0.0):
     (2 = started again after its worker died), `completions` the runs that got to the end
     (2 = executed twice). The counter lives in Redis, so it survives the worker that ran the task.
     """
+    started = time.time()  # when this run began: drills measure how long a queue went without a start
     key = f"celerykit:tally:{self.request.id}"
     runs = _count(self.app.backend.client, key)
     time.sleep(seconds)
     completions = _count(self.app.backend.client, key + ":done")
-    return {**_where(self), "runs": runs, "completions": completions, "slept": seconds}
+    return {**_where(self), "runs": runs, "completions": completions, "slept": seconds, "started": started}
 
 
 @app.task(bind=True, name="celerykit.demo.heartbeat")

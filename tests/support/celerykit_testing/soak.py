@@ -116,15 +116,25 @@ class Sent:
 
 # Runs inside the deployment, as an app's process would: sends counted tasks to the queues in turn
 # at a steady rate for a while (a fifth of them sleep), then prints what Redis took and what it refused.
+# It stops early once the Redis key named by its last argument exists (`Stream.stop`).
 SENDER = """
 import json, random, sys, time
 from celerykit.app import app
 rate, seconds, seed, queues = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
-share, sleep_seconds = float(sys.argv[5]), float(sys.argv[6])
+share, sleep_seconds, stop_key = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
+
+
+def stopped():
+    try:
+        return bool(app.backend.client.exists(stop_key))
+    except Exception:  # Redis down: keep sending (and counting what it refuses)
+        return False
+
+
 rng = random.Random(seed)
 sent, refused = [], {}
 start = due = time.monotonic()
-while time.monotonic() - start < seconds:
+while time.monotonic() - start < seconds and not stopped():
     time.sleep(max(0.0, due - time.monotonic()))
     due = max(due + 1 / rate, time.monotonic())  # no burst to catch up after an outage
     queue = queues[len(sent) % len(queues)]
@@ -148,13 +158,13 @@ class Stream:
     deployment: Deployment
     queues: list[str]
     seed: int
-    seconds: float
+    seconds: float  # at most: `stop` ends it sooner
     sent: list[Sent] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
     error: Exception | None = None  # raised again by the soak: a stream that did not run proves nothing
 
     def run(self) -> None:
-        args = (RATE, self.seconds, self.seed, ",".join(self.queues), SLEEP_SHARE, SLEEP_SECONDS)
+        args = (RATE, self.seconds, self.seed, ",".join(self.queues), SLEEP_SHARE, SLEEP_SECONDS, self.stop_key)
         try:
             out = self.deployment.run_python(SENDER, *map(str, args), timeout=self.seconds + 300)
             result = json.loads(out.strip().splitlines()[-1])
@@ -163,6 +173,18 @@ class Stream:
             return
         self.sent = [Sent(*row) for row in result["sent"]]
         self.refused = Counter(result["refused"])
+
+    @property
+    def stop_key(self) -> str:
+        return f"celerykit:test:stream-stop:{self.seed}"
+
+    def stop(self) -> None:
+        """End the stream now (it ends by itself after `seconds`)."""
+        self.deployment.run_python(
+            "import sys; from celerykit.app import app; app.backend.client.set(sys.argv[1], 1, ex=3600)",
+            self.stop_key,
+            timeout=60,
+        )
 
 
 def inject(deployment: Deployment, fault: Fault, locks: dict[str, threading.Lock]) -> None:
@@ -221,6 +243,7 @@ class Tally:
     failed: dict[str, str] = field(default_factory=dict)
     revoked: list[str] = field(default_factory=list)
     lost: list[Sent] = field(default_factory=list)
+    results: dict[str, dict] = field(default_factory=dict)  # task id -> the tally task's result
 
 
 def count(target: Target, sent: list[Sent], deadline: float) -> tuple[Tally, float]:
@@ -243,6 +266,7 @@ def count(target: Target, sent: list[Sent], deadline: float) -> tuple[Tally, flo
         state, info = results[s.task_id]
         tally.states[state] += 1
         tally_of = drills.tally_of(info)
+        tally.results[s.task_id] = tally_of
         if state == "SUCCESS":
             tally.succeeded += 1
             if tally_of.get("runs", 1) > 1:
