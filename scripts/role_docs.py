@@ -21,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from celerykit import defaults as kit  # noqa: E402
+from celerykit.rules import MAX_REPLICAS  # noqa: E402
 
 README = ROOT / "README.md"
 START, END = "<!-- role-docs:start -->", "<!-- role-docs:end -->"
@@ -81,6 +82,12 @@ STACK = [
         "`CELERYKIT_HIGH_CONCURRENCY`, `_MEDIUM_`, `_LOW_`",
         lambda: f"`{pools('concurrency')}`",
         "processes per pool (1-256)",
+    ),
+    (
+        "`CELERYKIT_HIGH_REPLICAS`, `_MEDIUM_`, `_LOW_`",
+        lambda: "`" + ", ".join(compose_default(f"CELERYKIT_{p['name'].upper()}_REPLICAS") for p in kit.POOLS) + "`",
+        f"containers per pool (1-{MAX_REPLICAS}), each a worker `<pool>@<container id>`; `scripts/stack` replaces"
+        " them one at a time",
     ),
     (
         "`CELERYKIT_HIGH_PREFETCH_MULTIPLIER`, `_MEDIUM_`, `_LOW_`",

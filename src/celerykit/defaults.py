@@ -24,6 +24,9 @@ POOLS: list[dict[str, Any]] = [
     {"name": "low", "queues": ["low_priority"], "concurrency": 1},
 ]
 
+# Compose only: containers per pool, each a worker of its own (hosts run one worker per pool each).
+REPLICAS = 1
+
 # Above the hard limit plus queue wait: Redis never redelivers a task that is still running.
 VISIBILITY_TIMEOUT = 7200
 # How often each worker looks for unacknowledged messages whose visibility timeout has passed and

@@ -3,7 +3,7 @@
 Every line a worker (main and pool processes), Beat, Flower or the exporter writes is an object
 with `time` (ISO 8601, UTC, milliseconds), `level`, `logger`, `message`, `pool`
 (CELERYKIT_POOL_NAME; null outside a worker), `hostname` (a worker's Celery node name, such as
-`high@worker-high`; the host's name otherwise) and `process` (MainProcess, ForkPoolWorker-1...);
+`high@worker1`; the host's name otherwise) and `process` (MainProcess, ForkPoolWorker-1...);
 in a task, or on Celery's lines about one, also `task_id` and `task_name`; with an exception,
 `exc_info` (its traceback). Newlines inside a value are escaped, so a traceback stays on its line.
 With "text" nothing here runs: Celery's and Flower's own formats, as before.

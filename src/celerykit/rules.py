@@ -26,6 +26,8 @@ HOME_BELOW_VAR_LIB = re.compile(r"^/var/lib/[^/]+")
 MIN_PASSWORD_LENGTH = 12
 MIN_COOKIE_SECRET_LENGTH = 32
 MAX_CONCURRENCY = 256
+# Replicas of one pool on one Docker host: beyond this, raise its concurrency or add hosts.
+MAX_REPLICAS = 16
 MIN_VISIBILITY_TIMEOUT = 60
 MIN_STATE_SAVE_INTERVAL_MS = 1000
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -157,6 +159,10 @@ class Checker:
         if name is None or queues is None or None in numbers.values():
             return None
         return {"name": name, "queues": queues, **numbers}
+
+    def replicas(self, name: str, value: Any) -> int | None:
+        """How many containers run a pool in a compose stack."""
+        return self.whole(name, value, 1, MAX_REPLICAS)
 
     def pools(self, name: str, pools: Sequence[PoolSettings], visibility_name: str, visibility: int | None) -> list:
         """Several pools of one host or stack: distinct names, each queue consumed by one pool."""

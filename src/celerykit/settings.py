@@ -251,7 +251,7 @@ def check_deployment(env: Env) -> list[Pool]:
     """Check a whole compose stack's settings at once, before any service starts.
 
     The pools are listed in CELERYKIT_POOLS; pool NAME's settings are CELERYKIT_<NAME>_QUEUES,
-    _CONCURRENCY, _PREFETCH_MULTIPLIER and _MAX_TASKS_PER_CHILD, the time limits the stack-wide
+    _CONCURRENCY, _PREFETCH_MULTIPLIER, _MAX_TASKS_PER_CHILD and _REPLICAS, the time limits the stack-wide
     CELERYKIT_TIME_LIMIT and CELERYKIT_SOFT_TIME_LIMIT. Every problem is reported, one line each.
     Secrets are checked separately (`celerykit init-secrets`).
     """
@@ -260,6 +260,9 @@ def check_deployment(env: Env) -> list[Pool]:
     visibility = visibility_timeout(env, check)
     pools = [pool_settings(env, name, f"CELERYKIT_{name.upper()}_{{}}", STACK_WIDE) for name in names]
     checked = check.pools("CELERYKIT_POOLS", pools, "CELERYKIT_VISIBILITY_TIMEOUT", visibility)
+    for name in names:  # containers per pool: compose's own setting, no worker reads it
+        replicas = f"CELERYKIT_{name.upper()}_REPLICAS"
+        check.replicas(replicas, env.get(replicas, defaults.REPLICAS))
     broker_connection_max_retries(env, check)
     log_level(env, check)
     log_format(env, check)

@@ -9,11 +9,14 @@ import pytest
 from celerykit_testing import browser_drills
 from conftest import POOLS, Stack
 
-WORKERS = [f"{pool}@worker-{pool}" for pool in POOLS]
+
+def workers(stack: Stack) -> list[str]:
+    """Every replica's worker name: <pool>@<its container id>."""
+    return [f"{pool}@{host}" for pool in POOLS for host in stack.compose.hostnames(f"worker-{pool}")]
 
 
 def test_flower_lists_every_pools_worker_online(stack: Stack, tmp_path: Path):
-    browser_drills.flower_lists_every_worker_online(stack.target, WORKERS, tmp_path)
+    browser_drills.flower_lists_every_worker_online(stack.target, workers(stack), tmp_path)
 
 
 def test_prometheus_alerts_page_lists_the_rules_and_the_firing_watchdog(stack: Stack, tmp_path: Path):
@@ -28,4 +31,4 @@ def test_alertmanager_holds_the_firing_watchdog(stack: Stack, tmp_path: Path):
     ("path", "shown", "hidden"), browser_drills.CANCELLED, ids=["flower", "prometheus", "alertmanager"]
 )
 def test_cancelling_the_login_prompt_shows_nothing(stack: Stack, tmp_path: Path, path, shown, hidden):
-    browser_drills.cancelled_login_shows_nothing(stack.target, tmp_path, path, shown, hidden, WORKERS)
+    browser_drills.cancelled_login_shows_nothing(stack.target, tmp_path, path, shown, hidden, workers(stack))

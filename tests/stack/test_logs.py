@@ -55,7 +55,8 @@ def test_every_line_of_the_service_is_a_json_record(stack: Stack, service: str):
         container = stack.compose.inspect(service)["Config"]["Hostname"]
         assert {r["hostname"] for r in records} == {container}
         return
-    node = f"{pool}@{service}"  # compose names each worker's host after its service
-    assert {r["hostname"] for r in records} <= {node, service}  # the host's name only before Celery named it
+    host = stack.compose.inspect(service)["Config"]["Hostname"]  # the container id: compose sets none
+    node = f"{pool}@{host}"
+    assert {r["hostname"] for r in records} <= {node, host}  # the host's name only before Celery named it
     assert any(r["message"] == f"{node} ready." and r["hostname"] == node for r in records)
     assert any(r["message"].startswith(f"{node} v") for r in records), "the banner's gist is missing"

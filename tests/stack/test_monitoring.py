@@ -37,16 +37,16 @@ def test_every_target_is_scraped(monitoring: Monitoring):
     monitoring_drills.every_target_is_up(monitoring, JOBS)
 
 
-def test_worker_series_carry_stable_names_and_their_pool(monitoring: Monitoring):
-    """Flower's worker series are named <pool>@<service> (not a container id that changes on
-    every recreate) and labelled with their pool."""
+def test_worker_series_carry_each_workers_name_and_its_pool(deployment: ComposeDeployment, monitoring: Monitoring):
+    """Flower's worker series are named <pool>@<container id>, one per replica (Celery and Flower
+    merge workers of one name), and labelled with their pool."""
     series = monitoring_drills.wait_for(
         "Flower's workers in Prometheus",
         lambda: [r["metric"] for r in monitoring.query("flower_worker_online == 1")] or None,
         timeout=90,
     )
     seen = {(s["worker"], s["pool"]) for s in series}
-    assert seen >= {(f"{pool}@worker-{pool}", pool) for pool in ("high", "medium", "low")}
+    assert seen >= {(name, pool) for pool in ("high", "medium", "low") for name in deployment.worker_names(pool)}
 
 
 def test_every_dashboard_panel_has_data_after_a_workload(deployment: ComposeDeployment, monitoring: Monitoring):

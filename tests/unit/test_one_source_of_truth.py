@@ -13,7 +13,7 @@ COMPOSE = yaml.safe_load(TEXT)
 # Values compose must know itself: what it publishes, names, images, the demo app's knobs.
 COMPOSE_OWN = re.compile(
     r"CELERYKIT_(HTTPS?_PORT|BIND|PROJECT|IMAGE|\w+_IMAGE|APP|APP_DIR|SECRETS_DIR|TLS_DIR"
-    r"|SERVER_NAME|WORKER_STOP_GRACE_PERIOD|PIP_CA_BUNDLE|DEMO_\w+|GRAFANA_PORT)$"
+    r"|SERVER_NAME|WORKER_STOP_GRACE_PERIOD|PIP_CA_BUNDLE|DEMO_\w+|GRAFANA_PORT|\w+_REPLICAS)$"
 )
 
 
@@ -21,6 +21,15 @@ def test_every_kit_setting_compose_passes_is_left_empty_for_the_kits_default():
     given = re.findall(r"\$\{(CELERYKIT_\w+):-([^}]*)\}", TEXT)
     with_defaults = {name: value for name, value in given if value and not COMPOSE_OWN.match(name)}
     assert with_defaults == {}
+
+
+def test_compose_runs_the_kits_default_replicas_per_pool():
+    """deploy.replicas needs a number when the variable is unset: compose states the kit's default."""
+    assert set(re.findall(r"\$\{CELERYKIT_\w+_REPLICAS:-([^}]*)\}", TEXT)) == {str(defaults.REPLICAS)}
+    for pool in defaults.POOLS:
+        assert COMPOSE["services"][f"worker-{pool['name']}"]["deploy"]["replicas"].startswith(
+            f"${{CELERYKIT_{pool['name'].upper()}_REPLICAS:-"
+        )
 
 
 def test_worker_stop_grace_period_exceeds_the_kits_soft_time_limit():

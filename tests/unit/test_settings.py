@@ -167,6 +167,8 @@ BAD_STACK_SETTINGS = [
         "a/b",
         "CELERYKIT_FLOWER_URL_PREFIX must be one path segment of letters, digits, '_', '-', got 'a/b'",
     ),
+    ("CELERYKIT_LOW_REPLICAS", "0", "CELERYKIT_LOW_REPLICAS must be between 1 and 16, got 0"),
+    ("CELERYKIT_HIGH_REPLICAS", "17", "CELERYKIT_HIGH_REPLICAS must be between 1 and 16, got 17"),
 ]
 
 

@@ -1,4 +1,9 @@
-"""The compose stack as a `Deployment`: `docker compose` and `docker exec` for one project."""
+"""The compose stack as a `Deployment`: `docker compose` and `docker exec` for one project.
+
+A service may run several containers (a pool's replicas, CELERYKIT_<POOL>_REPLICAS). What acts on
+one process (exec, kill, inspect) acts on the service's first replica, the running one with the
+lowest number; `replicas` lists them all, and a service is healthy when every replica is.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ print(*targets)
 """
 
 
+def _first(replicas: list[dict]) -> dict:
+    """The running replica with the lowest number (else the lowest): what `exec` and `kill` act on."""
+    return next((r for r in replicas if r["State"] == "running"), replicas[0])
+
+
 @dataclass
 class Compose:
     """`docker compose` for one project, with its own environment."""
@@ -54,25 +64,43 @@ class Compose:
             raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def services(self) -> dict[str, dict]:
-        """Service name -> `docker compose ps` record (state, health, exit code)."""
-        out = self.run("ps", "--all", "--format", "json").stdout.strip()
+    def records(self, *services: str) -> list[dict]:
+        """`docker compose ps` records (state, health, exit code), by service and replica number."""
+        out = self.run("ps", "--all", "--format", "json", *services).stdout.strip()
         records = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
-        return {r["Service"]: r for r in records}
+        # Compose names a service's containers <project>-<service>-<number>.
+        return sorted(records, key=lambda r: (r["Service"], int(r["Name"].rsplit("-", 1)[1])))
+
+    def services(self) -> dict[str, dict]:
+        """Service name -> `docker compose ps` record of its first replica (see `container`)."""
+        by_service: dict[str, list[dict]] = {}
+        for record in self.records():
+            by_service.setdefault(record["Service"], []).append(record)
+        return {service: _first(replicas) for service, replicas in by_service.items()}
+
+    def replicas(self, service: str) -> list[dict]:
+        """`docker compose ps` records of every container of the service, lowest number first."""
+        return self.records(service)
 
     def wait_healthy(self, service: str, timeout: float = 120) -> None:
+        """Wait until every replica of the service is healthy."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.services().get(service, {}).get("Health") == "healthy":
+            replicas = self.replicas(service)
+            if replicas and all(r.get("Health") == "healthy" for r in replicas):
                 return
             time.sleep(1)
         raise AssertionError(f"{service} not healthy after {timeout:.0f}s:\n{self.run('logs', service).stdout[-3000:]}")
 
+    def containers(self, service: str) -> list[str]:
+        """Ids of the service's containers, lowest replica number first."""
+        return [r["ID"] for r in self.replicas(service)]
+
     def container(self, service: str) -> str:
-        """Id of the service's (single) container."""
-        ids = self.run("ps", "--all", "--quiet", service).stdout.split()
-        assert len(ids) == 1, f"{service}: expected one container, found {ids}"
-        return ids[0]
+        """Id of the service's first replica: the running one with the lowest number."""
+        replicas = self.replicas(service)
+        assert replicas, f"{service}: no container"
+        return _first(replicas)["ID"]
 
     def exec(
         self, service: str, *args: str, user: str | None = None, check: bool = True
@@ -98,12 +126,19 @@ class Compose:
         return [int(pid) for pid in result.stdout.split()]
 
     def restart_count(self, service: str) -> int:
-        return int(self.inspect(service)["RestartCount"])
+        """Restarts by the restart policy, summed over the service's replicas."""
+        return sum(int(self.inspect_container(container)["RestartCount"]) for container in self.containers(service))
+
+    def hostnames(self, service: str) -> list[str]:
+        """Each replica's host name (its container id: compose sets none), lowest number first."""
+        return [self.inspect_container(container)["Config"]["Hostname"] for container in self.containers(service)]
 
     def inspect(self, service: str) -> dict:
-        out = subprocess.run(
-            ["docker", "inspect", self.container(service)], capture_output=True, text=True, check=True
-        ).stdout
+        return self.inspect_container(self.container(service))
+
+    @staticmethod
+    def inspect_container(container: str) -> dict:
+        out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True).stdout
         return json.loads(out)[0]
 
     def logs(self, service: str) -> str:
@@ -128,6 +163,10 @@ class ComposeDeployment:
 
     def pool_of(self, queue: str) -> str:
         return next(pool for pool, queues in self.expected_pools.items() if queue in queues)
+
+    def worker_names(self, pool: str) -> list[str]:
+        """The Celery node names of the pool's replicas (<pool>@<container id>), lowest number first."""
+        return [f"{pool}@{hostname}" for hostname in self.compose.hostnames(worker(pool))]
 
     def where(self, service: str) -> str:
         return self.compose.inspect(service)["Name"].lstrip("/")
@@ -158,7 +197,10 @@ class ComposeDeployment:
             self.compose.wait_healthy(service, timeout)
             return
         deadline = time.monotonic() + timeout
-        while self.compose.services().get(service, {}).get("State") != "running":
+        while True:
+            replicas = self.compose.replicas(service)
+            if replicas and all(r["State"] == "running" for r in replicas):
+                return
             assert time.monotonic() < deadline, f"{service} not running after {timeout:.0f}s"
             time.sleep(0.5)
 
