@@ -1,9 +1,11 @@
 """Run the benchmarks against a fresh compose stack and record the figures.
 
-    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput]
+    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput monitoring scaling]
 
 Each benchmark prints the kit's figures next to the baseline's and writes bench/results/<name>.json
 (quick runs: bench/results-quick/). A full run of all six also rewrites the table in docs/benchmarks.md.
+`scaling` runs only when named (it replaces the workers and empties Flower and Prometheus); a full run
+of it rewrites its table in docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -13,23 +15,27 @@ import json
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, report, throughput
+from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, report, scaling, throughput
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stack import ROOT, Stack
 
-NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "monitoring")  # in this order
+NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "monitoring", "scaling")  # in this order
+DEFAULT = NAMES[:6]  # the ones docs/benchmarks.md shows; scaling only when named
 RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "flower": flower_memory.run,
     "proxy": proxy.run,
     "priority": priority.run,
     "throughput": throughput.run,
     "monitoring": monitoring.run,
+    "scaling": scaling.run,
 }
-RENDER = {key: renderer for key, _, renderer in report.SECTIONS}
+RENDER = {key: renderer for key, _, renderer in report.SECTIONS} | {
+    key: renderer for key, (_, renderer) in report.DOCUMENTS.items()
+}
 
 
 def _print_table(name: str, result: dict) -> None:
@@ -41,12 +47,14 @@ def _print_table(name: str, result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {' '.join(NAMES)} (default: all)")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run: {' '.join(NAMES)} (default: all but scaling)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
     parser.add_argument("--keep", action="store_true", help="leave the stack running at the end")
     parser.add_argument("--results", metavar="DIR", help="where to write the JSON results (default bench/results)")
     args = parser.parse_args()
-    names = args.names or list(NAMES)
+    names = args.names or list(DEFAULT)
     if unknown := set(names) - set(NAMES):
         parser.error(f"unknown benchmark(s): {' '.join(sorted(unknown))}")
     sizes = QUICK if args.quick else FULL
@@ -64,8 +72,10 @@ def main() -> int:
     stack = Stack.create()
     life: dict = {}
     try:
-        print(f"building images ({'cold' if sizes.cold_build else 'cached'}) and starting the stack", flush=True)
-        life["build"] = lifecycle.build(stack, sizes)
+        # A cold build is lifecycle's figure; without lifecycle the cache saves minutes of the run.
+        build_sizes = sizes if "lifecycle" in names else replace(sizes, cold_build=False)
+        print(f"building images ({'cold' if build_sizes.cold_build else 'cached'}) and starting the stack", flush=True)
+        life["build"] = lifecycle.build(stack, build_sizes)
         life["up"] = lifecycle.up(stack)
         print(f"  build {life['build']['build_s']} s, up to healthy {life['up']['up_s']} s", flush=True)
         run["machine"] = machine.describe(stack)
@@ -90,10 +100,15 @@ def main() -> int:
     for name, result in results.items():
         (out / f"{name}.json").write_text(json.dumps({"run": run, name: result}, indent=2) + "\n")
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    print(f"whole run: {run['duration_s'] / 60:.1f} min; results in {out.relative_to(ROOT)}/", flush=True)
-    if not args.quick and not args.results and set(names) == set(NAMES):
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"whole run: {run['duration_s'] / 60:.1f} min; results in {shown}/", flush=True)
+    if not args.quick and not args.results and set(DEFAULT) <= set(names):
         report.update(ROOT / "docs" / "benchmarks.md", run, results)
         print("docs/benchmarks.md updated", flush=True)
+    for name, (doc, renderer) in report.DOCUMENTS.items():
+        if not args.quick and not args.results and "error" not in results.get(name, {"error": "not run"}):
+            report.update_figures(ROOT / doc, name, run, renderer(results[name]))
+            print(f"{doc} updated", flush=True)
     return 1 if any("error" in r for r in results.values()) else 0
 
 

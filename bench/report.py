@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, monitoring, priority, proxy, throughput
+from bench import flower_memory, lifecycle, monitoring, priority, proxy, scaling, throughput
 
 START = "<!-- results:start (written by bench/run; edit the text around it, not inside) -->"
 END = "<!-- results:end -->"
+FIGURES_END = "<!-- /figures -->"
 
 SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
     ("priority", "1. Priority isolation", priority.render),
@@ -18,6 +19,11 @@ SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
     ("lifecycle", "5. Stack lifecycle", lifecycle.render),
     ("monitoring", "6. What monitoring costs", monitoring.render),
 ]
+
+# Benchmarks whose tables go into a document of their own, between `<!-- figures: NAME -->` and FIGURES_END.
+DOCUMENTS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
+    "scaling": ("docs/scaling.md", scaling.render),
+}
 
 
 def machine_lines(run: dict) -> list[str]:
@@ -56,3 +62,14 @@ def update(doc: Path, run: dict, results: dict[str, dict]) -> None:
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     doc.write_text(head + block + tail)
+
+
+def update_figures(doc: Path, name: str, run: dict, lines: list[str]) -> None:
+    """One benchmark's tables, with the run and machine they come from, into the document's marker
+    (`<!-- figures: NAME -->` ... FIGURES_END); the prose around it is kept."""
+    start = f"<!-- figures: {name} -->"
+    head, found, rest = doc.read_text().partition(start)
+    if not found:
+        raise ValueError(f"{doc.name} has no {start} marker")
+    _, _, tail = rest.partition(FIGURES_END)
+    doc.write_text(head + "\n".join([start, "", *machine_lines(run), "", *lines, "", FIGURES_END]) + tail)

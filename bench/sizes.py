@@ -21,6 +21,11 @@ class Sizes:
     monitoring_tasks: int = 3000  # no-op tasks per throughput run, monitoring on and off
     monitoring_repeats: int = 6  # rounds: half start with monitoring on, half with it off
     scrape_backlog: int = 100000  # tasks waiting while the scrape durations are read
+    # Scaling: worker containers x processes each, smallest first (bench/scaling.py says why these).
+    scaling_points: tuple[tuple[int, int], ...] = ((2, 2), (4, 4), (8, 4))
+    scaling_repeats: int = 3  # rounds of all points
+    scaling_idle_s: int = 12  # CPU is read over this window, idle and under the stream
+    scaling_stream_rate: int = 20  # no-op tasks a second in the steady stream, the same at every size
 
 
 FULL = Sizes(
@@ -51,4 +56,8 @@ QUICK = Sizes(
     monitoring_tasks=500,
     monitoring_repeats=2,
     scrape_backlog=10000,
+    scaling_points=((1, 1), (2, 2)),
+    scaling_repeats=1,
+    scaling_idle_s=5,
+    scaling_stream_rate=10,
 )

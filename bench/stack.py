@@ -12,12 +12,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "compose" / "compose.yaml", ROOT / "bench" / "compose.bench.yaml"]
-PROJECT = "celerykit-bench"
+# BENCH_PROJECT: another name, so a development run (`--quick`) never meets the stack of a full run.
+PROJECT = os.environ.get("BENCH_PROJECT") or "celerykit-bench"
 KIT_SERVICES = (
     "init", "redis", "worker-high", "worker-medium", "worker-low", "beat", "flower",
     "exporter", "prometheus", "alertmanager", "nginx",
@@ -46,6 +47,8 @@ class Stack:
     tmp: Path
     env: dict[str, str]
     project: str = PROJECT
+    # Overlays a benchmark generates at run time (bench/scaling.py's worker containers), after FILES.
+    extra_files: list[Path] = field(default_factory=list)
 
     @classmethod
     def create(cls) -> Stack:
@@ -73,7 +76,7 @@ class Stack:
         self, *args: str, check: bool = True, timeout: float = 900, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         command = ["docker", "compose", "-p", self.project, "--profile", "bench"]
-        for file in FILES:
+        for file in [*FILES, *self.extra_files]:
             command += ["-f", str(file)]
         result = subprocess.run(
             [*command, *args],
