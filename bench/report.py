@@ -34,7 +34,7 @@ def machine_lines(run: dict) -> list[str]:
         "",
         "| machine | |",
         "| --- | --- |",
-        f"| CPU | {m['cores']} cores, {m['cpu']} (a shared VM: other jobs ran on it at the same time) |",
+        f"| CPU | {m['cores']} cores, {m['cpu']} (a VM; each round's load average is given with the figures) |",
         f"| memory | {m['memory_gib']} GiB |",
         f"| OS | {m['os']}, kernel {m['kernel']} |",
         f"| Docker / compose | {m['docker']} / {m['compose']} |",
