@@ -92,6 +92,17 @@ def compose_env(tmp: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+def stack_target(env: dict[str, str], tmp: Path, ca_file: Path) -> Target:
+    """The proxy of a test stack started with `compose_env(tmp)`, as a client on this machine sees it."""
+    return Target(
+        url=f"https://127.0.0.1:{env['CELERYKIT_HTTPS_PORT']}",
+        http_url=f"http://127.0.0.1:{env['CELERYKIT_HTTP_PORT']}",
+        user="admin",
+        password=(tmp / "secrets" / "flower_password").read_text().strip(),
+        ca_file=str(ca_file),
+    )
+
+
 @dataclass
 class Stack:
     compose: Compose
@@ -111,15 +122,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         logs = compose.run("logs", "--no-color", "--tail", "40", check=False).stdout
         compose.down()
         pytest.fail(f"stack did not come up:\n{result.stderr[-3000:]}\n{logs[-6000:]}")
-    env = compose.env
-    target = Target(
-        url=f"https://127.0.0.1:{env['CELERYKIT_HTTPS_PORT']}",
-        http_url=f"http://127.0.0.1:{env['CELERYKIT_HTTP_PORT']}",
-        user="admin",
-        password=(tmp / "secrets" / "flower_password").read_text().strip(),
-        ca_file=str(ca_file),
-    )
-    yield Stack(compose, target, tmp / "secrets", ca_file)
+    yield Stack(compose, stack_target(compose.env, tmp, ca_file), tmp / "secrets", ca_file)
     compose.down()
 
 

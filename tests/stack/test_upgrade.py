@@ -28,7 +28,7 @@ from celerykit_testing.compose import Compose, ComposeDeployment
 from celerykit_testing.deployment import BEAT, FLOWER, worker
 from celerykit_testing.gaps import longest_gaps
 from celerykit_testing.soak import Stream, count
-from conftest import POOLS, PROJECT, ROOT, compose_env, make_test_ca
+from conftest import POOLS, PROJECT, ROOT, compose_env, make_test_ca, stack_target
 
 from celerykit.rules import MAX_REPLICAS
 from celerykit.verify import checks
@@ -112,13 +112,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     compose.down()
     try:
         scripts_stack(envs[VERSIONS[0]])
-        target = Target(
-            url=f"https://127.0.0.1:{common['CELERYKIT_HTTPS_PORT']}",
-            http_url=f"http://127.0.0.1:{common['CELERYKIT_HTTP_PORT']}",
-            user="admin",
-            password=(tmp / "secrets" / "flower_password").read_text().strip(),
-            ca_file=str(ca_file),
-        )
+        target = stack_target(common, tmp, ca_file)
         deployment = ComposeDeployment(compose, target, POOLS)
         drills.wait_pools(target, POOLS)
         yield Release(deployment, envs)
