@@ -84,6 +84,11 @@ STACK = [
         "processes per pool (1-256)",
     ),
     (
+        "`CELERYKIT_HIGH_MAX_CONCURRENCY`, `_MEDIUM_`, `_LOW_`",
+        lambda: f"`{pools('max_concurrency')}`",
+        "processes a pool may grow to under load, back to its concurrency when idle (0: a fixed size)",
+    ),
+    (
         "`CELERYKIT_HIGH_REPLICAS`, `_MEDIUM_`, `_LOW_`",
         lambda: "`" + ", ".join(compose_default(f"CELERYKIT_{p['name'].upper()}_REPLICAS") for p in kit.POOLS) + "`",
         f"containers per pool (1-{MAX_REPLICAS}), each a worker `<pool>@<container id>`; `scripts/stack` replaces"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.celerykit.platform.plugins.plugin_utils.kit import monitoring, proxy, tls
+from ansible_collections.celerykit.platform.plugins.plugin_utils.kit import inventory, monitoring, pools, proxy, tls
 
 
 class FilterModule:
@@ -19,6 +19,13 @@ class FilterModule:
             "alertmanager_config": monitoring.alertmanager_config,
             # {{ server_name | celerykit.platform.external_url(https_port, prefix) }}
             "external_url": monitoring.external_url,
+            # {{ celerykit_worker_pools | celerykit.platform.worker_nodes(ansible_facts.nodename) }}
+            # -> ['high@host=high_priority', ...], as `celerykit pools` takes them
+            "worker_nodes": pools.format_nodes,
+            # {{ groups['celery_workers'] | map('extract', hostvars) | celerykit.platform.deployment_pools }}
+            "deployment_pools": inventory.deployment_pools,
+            # {{ pools | celerykit.platform.watch_environment }} -> CELERYKIT_POOLS and each pool's queues
+            "watch_environment": monitoring.watch_environment,
             # {{ user | celerykit.platform.htpasswd_line(password) }} -> user:{SSHA}...
             "htpasswd_line": proxy.htpasswd_line,
         }

@@ -8,9 +8,11 @@ from typing import Any
 
 # Every key a pool may set, with its default: hard/soft time limits from the field, one message
 # reserved per process (no hoarding by a busy process), a process replaced after this many tasks
-# (leaks stay bounded).
+# (leaks stay bounded). max_concurrency above concurrency lets the pool grow to it under load and
+# shrink back to concurrency when idle (Celery's autoscaler); 0 keeps the pool at its size.
 POOL: dict[str, Any] = {
     "concurrency": 1,
+    "max_concurrency": 0,
     "prefetch_multiplier": 1,
     "max_tasks_per_child": 100,
     "time_limit": 3600,

@@ -8,7 +8,7 @@ variable as the user wrote it: `celerykit_worker_pools[1] (reports): concurrency
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +247,16 @@ CHECKS: dict[str, Check] = {
     "celerykit_alertmanager_webhook_url": _webhook_url,
     "celerykit_node_exporter_port": _port,
 }
+
+
+def deployment_pools(workers: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every pool of the worker hosts whose variables are given, once by name: a pool that runs on
+    several hosts is one pool of the deployment (its keys as its first host has them)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for host in workers:
+        for pool in host.get("celerykit_worker_pools") or defaults.POOLS:
+            found.setdefault(pool["name"], pool)
+    return list(found.values())
 
 
 def check(args: Mapping[str, Any]) -> list[str]:

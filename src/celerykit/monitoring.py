@@ -73,6 +73,19 @@ class Watch:
         return thresholds
 
 
+def watch_environment(pools: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The variables `Watch.from_env` reads for these pools (the inventory's, any keys left out):
+    what the exporter role writes for the exporter, and what a host's purge is given."""
+    env = {"CELERYKIT_POOLS": ",".join(pool["name"] for pool in pools)}
+    for pool in pools:
+        full = {**defaults.POOL, **pool}
+        prefix = f"CELERYKIT_{pool['name'].upper()}_"
+        env[f"{prefix}QUEUES"] = ",".join(pool["queues"])
+        env[f"{prefix}TIME_LIMIT"] = str(full["time_limit"])
+        env[f"{prefix}SOFT_TIME_LIMIT"] = str(full["soft_time_limit"])
+    return env
+
+
 def _queue_thresholds(check: Checker, raw: str | None, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
     name = "CELERYKIT_BACKLOG_THRESHOLDS"
     found: dict[str, tuple[int, int]] = {}

@@ -11,7 +11,8 @@ timeout passes. What it still holds is safe either way: a warm shutdown finishes
 and the reserved ones (late ack) go back to Redis when the worker closes its channel.
 `ready` waits until each named worker answers and consumes every one of its queues again.
 
-`status` reports the queues each consumes, their waiting and reserved messages, Redis and Beat.
+`status` reports the queues each consumes, its processes (and autoscale bounds), each queue's waiting
+and reserved messages, Redis and Beat.
 
 Each prints one JSON object (what was waited for, how long it took) for the rolling playbooks, and
 exit 1 when `ready` times out, so a host that does not come back stops the run before the next host.
@@ -23,11 +24,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 REPLY_TIMEOUT = 2.0  # seconds a worker has to answer one broadcast
 POLL_SECONDS = 1.0
+
+
+def format_nodes(pools: Sequence[Mapping[str, Any]], hostname: str) -> list[str]:
+    """One host's pools as the commands name them: its workers are named <pool>@<hostname>
+    (`--hostname=<pool>@%h`). The roles and the status playbook build them with this (a filter)."""
+    return [f"{pool['name']}@{hostname}={','.join(pool['queues'])}" for pool in pools]
 
 
 def parse_node(text: str) -> tuple[str, tuple[str, ...]]:
@@ -47,6 +54,24 @@ def consumed_queues(app: Any, nodes: Sequence[str]) -> dict[str, list[str]]:
     """The queues each worker named consumes now ([] for one that does not answer)."""
     answers = replies(app, "active_queues", nodes)
     return {n: sorted(q["name"] for q in answers.get(n) or []) for n in nodes}
+
+
+def pool_sizes(app: Any, nodes: Sequence[str]) -> dict[str, dict | None]:
+    """Each worker's processes now and, when it autoscales, the bounds it moves between (None for
+    a worker that does not answer)."""
+    answers = replies(app, "stats", nodes)
+    sizes: dict[str, dict | None] = {}
+    for node in nodes:
+        stats = answers.get(node)
+        if not stats:
+            sizes[node] = None
+            continue
+        bounds = stats.get("autoscaler") or {}
+        sizes[node] = {
+            "now": len(stats.get("pool", {}).get("processes", [])),
+            "autoscale": {"min": bounds["min"], "max": bounds["max"]} if bounds else None,
+        }
+    return sizes
 
 
 def drain(app: Any, nodes: dict[str, tuple[str, ...]], timeout: float) -> dict:
@@ -99,6 +124,7 @@ def status(app: Any, nodes: dict[str, tuple[str, ...]]) -> dict:
     last_sent = samples.get(("celerykit_beat_last_sent_timestamp_seconds", ()))
     return {
         "consuming": consumed_queues(app, list(nodes)) if nodes else {},
+        "processes": pool_sizes(app, list(nodes)) if nodes else {},
         "queues": {
             q: {
                 "waiting": int(samples.get(("celerykit_queue_messages", (q,)), -1)),

@@ -147,11 +147,19 @@ class Checker:
         queues = self.queues(pool.name("queues"), list(queues_given or ()), pool.given("queues"))
         numbers = {
             "concurrency": self.whole(pool.name("concurrency"), pool.values.get("concurrency"), 1, MAX_CONCURRENCY),
+            "max_concurrency": self.whole(
+                pool.name("max_concurrency"), pool.values.get("max_concurrency"), 0, MAX_CONCURRENCY
+            ),
             **{
                 key: self.whole(pool.name(key), pool.values.get(key))
                 for key in ("prefetch_multiplier", "max_tasks_per_child", "time_limit", "soft_time_limit")
             },
         }
+        least, most = numbers["concurrency"], numbers["max_concurrency"]
+        if least is not None and most and most < least:
+            rule = f"must be 0 (a fixed size) or at least {pool.reference('concurrency')} ({least})"
+            self.refuse(pool.name("max_concurrency"), rule, most)
+            numbers["max_concurrency"] = None
         hard, soft = numbers["time_limit"], numbers["soft_time_limit"]
         self.below(pool.name("soft_time_limit"), soft, pool.reference("time_limit"), hard)
         # Above it, Redis hands a task that is still running to another worker.

@@ -36,6 +36,8 @@ def worker_command(env: Env) -> list[str]:
         f"--hostname={pool.name}@%h",
         f"--queues={','.join(pool.queues)}",
         f"--concurrency={pool.concurrency}",
+        # Celery's autoscaler: starts with `concurrency` processes, grows to the maximum under load.
+        *([f"--autoscale={pool.max_concurrency},{pool.concurrency}"] if pool.max_concurrency else []),
         f"--prefetch-multiplier={pool.prefetch_multiplier}",
         f"--max-tasks-per-child={pool.max_tasks_per_child}",
         f"--time-limit={pool.time_limit}",

@@ -171,6 +171,7 @@ class Pool:
     name: str
     queues: tuple[str, ...]
     concurrency: int
+    max_concurrency: int
     prefetch_multiplier: int
     max_tasks_per_child: int
     time_limit: int
@@ -251,9 +252,9 @@ def check_deployment(env: Env) -> list[Pool]:
     """Check a whole compose stack's settings at once, before any service starts.
 
     The pools are listed in CELERYKIT_POOLS; pool NAME's settings are CELERYKIT_<NAME>_QUEUES,
-    _CONCURRENCY, _PREFETCH_MULTIPLIER, _MAX_TASKS_PER_CHILD and _REPLICAS, the time limits the stack-wide
-    CELERYKIT_TIME_LIMIT and CELERYKIT_SOFT_TIME_LIMIT. Every problem is reported, one line each.
-    Secrets are checked separately (`celerykit init-secrets`).
+    _CONCURRENCY, _MAX_CONCURRENCY, _PREFETCH_MULTIPLIER, _MAX_TASKS_PER_CHILD and _REPLICAS, the
+    time limits the stack-wide CELERYKIT_TIME_LIMIT and CELERYKIT_SOFT_TIME_LIMIT. Every problem is
+    reported, one line each. Secrets are checked separately (`celerykit init-secrets`).
     """
     check = Checker()
     names = comma_list(env.get("CELERYKIT_POOLS", ",".join(DEFAULT_POOLS)))

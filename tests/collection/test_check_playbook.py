@@ -96,6 +96,14 @@ CASES = [
         ["celerykit_worker_pools[0] (high): concurrency must be between 1 and 256, got 0"],
     ),
     (
+        "autoscale-below-concurrency",
+        {"celerykit_worker_pools": pools(concurrency=4, max_concurrency=2)},
+        [
+            "celerykit_worker_pools[0] (high): max_concurrency must be 0 (a fixed size) or at least concurrency (4),"
+            " got 2"
+        ],
+    ),
+    (
         "soft-limit-equals-hard",
         {"celerykit_worker_pools": pools(soft_time_limit=GOOD_HARD)},
         ["celerykit_worker_pools[0] (high): soft_time_limit must be below time_limit (600), got 600"],

@@ -134,3 +134,23 @@ def test_the_htpasswd_line_is_a_salted_hash_and_stable():
     assert line.startswith("admin:{SSHA}") and "a-long-password-1" not in line
     assert line == proxy.htpasswd_line("admin", "a-long-password-1")  # a second converge changes nothing
     assert line != proxy.htpasswd_line("admin", "a-long-password-2")
+
+
+def test_the_pools_of_every_worker_host_are_watched_once_each_with_their_own_limits():
+    """What the exporter role writes (and a host's purge is given) is what the exporter reads."""
+    hosts = [
+        {},  # a worker host with the kit's pools
+        {
+            "celerykit_worker_pools": [
+                {"name": "high", "queues": ["high_priority"], "concurrency": 1, "max_concurrency": 3},
+                {"name": "reports", "queues": ["reports"], "time_limit": 600, "soft_time_limit": 500},
+            ]
+        },
+    ]
+    pools = inventory.deployment_pools(hosts)
+    assert [pool["name"] for pool in pools] == ["high", "medium", "low", "reports"]
+    watch = monitoring.Watch.from_env(Env(monitoring.watch_environment(pools)))
+    assert watch.queues == ("high_priority", "medium_priority", "default", "low_priority", "reports")
+    assert {pool.name: pool.soft_time_limit for pool in watch.pools} == {
+        "high": 3300, "medium": 3300, "low": 3300, "reports": 500,
+    }  # fmt: skip

@@ -74,7 +74,8 @@ def test_init_checks_exactly_what_the_pools_and_flower_run_with():
             continue
         pool = env["CELERYKIT_POOL_NAME"]
         pools.append(pool)
-        for key in ("QUEUES", "CONCURRENCY", "PREFETCH_MULTIPLIER", "MAX_TASKS_PER_CHILD"):
+        per_pool = [key.upper() for key in defaults.POOL if key not in ("time_limit", "soft_time_limit")]
+        for key in ("QUEUES", *per_pool):
             assert env[f"CELERYKIT_POOL_{key}"] == init[f"CELERYKIT_{pool.upper()}_{key}"], (pool, key)
         for key in ("TIME_LIMIT", "SOFT_TIME_LIMIT"):
             assert env[f"CELERYKIT_POOL_{key}"] == init[f"CELERYKIT_{key}"], (pool, key)

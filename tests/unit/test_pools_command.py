@@ -26,3 +26,17 @@ def test_drain_and_ready_need_a_worker_status_does_not(capsys: pytest.CaptureFix
         with pytest.raises(SystemExit):
             main(["pools", step])
     assert "required: POOL@HOST=QUEUE[,QUEUE]" in capsys.readouterr().err
+
+
+def test_the_nodes_a_host_is_given_name_its_workers_as_the_commands_parse_them():
+    from celerykit.pools import format_nodes, parse_node
+
+    pools = [
+        {"name": "high", "queues": ["high_priority"]},
+        {"name": "medium", "queues": ["medium_priority", "default"]},
+    ]
+    nodes = format_nodes(pools, "worker1")
+    assert [parse_node(node) for node in nodes] == [
+        ("high@worker1", ("high_priority",)),
+        ("medium@worker1", ("medium_priority", "default")),
+    ]

@@ -26,6 +26,14 @@ BAD_WORKER_SETTINGS = [
     ({"CELERYKIT_POOL_CONCURRENCY": "-3"}, "CELERYKIT_POOL_CONCURRENCY must be between 1 and 256, got -3"),
     ({"CELERYKIT_POOL_CONCURRENCY": "two"}, "CELERYKIT_POOL_CONCURRENCY must be a whole number, got 'two'"),
     (
+        {"CELERYKIT_POOL_MAX_CONCURRENCY": "1"},
+        "CELERYKIT_POOL_MAX_CONCURRENCY must be 0 (a fixed size) or at least CELERYKIT_POOL_CONCURRENCY (2), got 1",
+    ),
+    (
+        {"CELERYKIT_POOL_MAX_CONCURRENCY": "300"},
+        "CELERYKIT_POOL_MAX_CONCURRENCY must be between 0 and 256, got 300",
+    ),
+    (
         {"CELERYKIT_POOL_QUEUES": "high priority"},
         "CELERYKIT_POOL_QUEUES must be names of letters, digits, '_', '.', ':', '-', got 'high priority'",
     ),
@@ -72,6 +80,12 @@ def test_worker_command_carries_the_pool_and_field_defaults_but_no_secret(base_e
     assert {"--time-limit=3600", "--soft-time-limit=3300", "--max-tasks-per-child=100"} <= set(command)
     assert "--prefetch-multiplier=1" in command
     assert not any("a-generated-password" in arg for arg in command)
+
+
+def test_a_pool_is_a_fixed_size_unless_it_has_a_maximum_to_grow_to(base_env):
+    assert not [arg for arg in worker_command(Env(base_env)) if arg.startswith("--autoscale")]
+    command = worker_command(Env({**base_env, "CELERYKIT_POOL_MAX_CONCURRENCY": "6"}))
+    assert "--autoscale=6,2" in command  # Celery's order: max,min; the pool starts with the minimum
 
 
 def test_kit_settings_keep_visibility_timeout_consistent_and_json_only(base_env):
@@ -129,6 +143,11 @@ BAD_STACK_SETTINGS = [
         "medium_priority,high_priority",
         "CELERYKIT_MEDIUM_QUEUES must not list 'high_priority': pool 'high' consumes it (a queue belongs to one pool),"
         " got 'medium_priority,high_priority'",
+    ),
+    (
+        "CELERYKIT_LOW_MAX_CONCURRENCY",
+        "0.5",
+        "CELERYKIT_LOW_MAX_CONCURRENCY must be a whole number, got '0.5'",
     ),
     ("CELERYKIT_HIGH_PREFETCH_MULTIPLIER", "0", "CELERYKIT_HIGH_PREFETCH_MULTIPLIER must be at least 1, got 0"),
     ("CELERYKIT_LOW_MAX_TASKS_PER_CHILD", "0", "CELERYKIT_LOW_MAX_TASKS_PER_CHILD must be at least 1, got 0"),

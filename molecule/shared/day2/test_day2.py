@@ -30,7 +30,8 @@ from celerykit.verify.target import Target
 
 RELEASE_APP = ROOT / "tests" / "fixtures" / "release_app"
 URGENT = "high_priority"
-SPREAD_POOL = {"name": "high", "queues": [URGENT], "concurrency": 1}
+# One process kept, grown to three under load: `scale` sets autoscale bounds as it sets a size.
+SPREAD_POOL = {"name": "high", "queues": [URGENT], "concurrency": 1, "max_concurrency": 3}
 
 
 def name_of(host: testinfra.host.Host) -> str:
@@ -227,8 +228,11 @@ def test_an_upgrade_rolls_the_app_from_one_version_to_the_next(
 
 def test_the_status_playbook_reports_on_every_host(spread):
     result = playbook(
-        "-e", "ansible_python_interpreter=auto_silent", name="status", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json"
-    )
+        *spread.inventory,
+        "-e", "ansible_python_interpreter=auto_silent",
+        name="status",
+        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    )  # fmt: skip
     assert result.returncode == 0, output(result)
     plays = json.loads(result.stdout)["plays"]
     (report,) = [task for task in plays[0]["tasks"] if task["task"]["name"] == "Report"]
@@ -243,7 +247,13 @@ def test_the_status_playbook_reports_on_every_host(spread):
             assert mine["units"][f"celery-worker@{pool}.service"] == "running"
             assert mine["consuming"][f"{pool}@{hostname}"] == sorted(queues)
             assert all(mine["queues"][q]["waiting"] >= 0 for q in queues)
+            assert mine["processes"][f"{pool}@{hostname}"]["autoscale"] is None  # the inventory's fixed sizes
         assert mine["redis_up"] is True
+    # The pool `scale` added reports its own size and the bounds it was given.
+    spread_node = f"high@{spread.second.check_output('hostname')}"
+    assert reports[name_of(spread.second)]["consuming"][spread_node] == [URGENT]
+    size = reports[name_of(spread.second)]["processes"][spread_node]
+    assert size["autoscale"] == {"min": 1, "max": 3} and 1 <= size["now"] <= 3, size
     (beat_host,) = hosts("celery_beat")
     assert reports[name_of(beat_host)]["beat_last_sent_seconds_ago"] is not None
     (flower,) = hosts("flower")
