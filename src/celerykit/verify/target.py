@@ -6,7 +6,7 @@ import base64
 import http.client
 import json
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,7 @@ class Response:
 class Target:
     url: str  # https://host[:port] of the proxy
     user: str
-    password: str
+    password: str = field(repr=False)  # never in a traceback or a log
     http_url: str | None = None  # http://host[:port] that must redirect to HTTPS
     flower_path: str = "/flower/"
     ca_file: str | None = None  # CA that signed the proxy's certificate

@@ -28,6 +28,8 @@ CHROMIUM = "chromium"  # Debian's package; scripts/bootstrap-host.sh --test-tool
 LOOPBACK = {"127.0.0.1", "localhost"}
 SETTLED = "document.readyState === 'complete'"
 CALL_TIMEOUT = 10.0
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+ERROR_PAGE = "chrome-error://"
 
 
 @dataclass(frozen=True)
@@ -107,14 +109,15 @@ class Browser:
         session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         try:
             self._call("Fetch.enable", session, handleAuthRequests=True, patterns=[{"urlPattern": "*"}])
-            navigation = self._call("Page.navigate", session, url=url)
-            if navigation.get("errorText"):
-                raise AssertionError(f"{url}: {navigation['errorText']}")
+            deadline = time.monotonic() + timeout
+            self._navigate(session, url, deadline)
             ready = f"location.href !== 'about:blank' && {SETTLED} && Boolean({until})"
-            deadline, reload_at = time.monotonic() + timeout, time.monotonic() + reload_every
+            reload_at = time.monotonic() + reload_every
             while not (settled := self._evaluate(session, ready)) and time.monotonic() < deadline:
                 self._pump(time.monotonic() + 0.25)
-                if reload_every and time.monotonic() >= reload_at:
+                if self._evaluate(session, "location.href").startswith(ERROR_PAGE):
+                    self._navigate(session, url, deadline)  # a load that failed after it started
+                elif reload_every and time.monotonic() >= reload_at:
                     self._call("Page.reload", session)
                     reload_at = time.monotonic() + reload_every
             shot = self._screenshot(session, name)
@@ -125,6 +128,15 @@ class Browser:
             return Page(url, int(status), text, read and self._evaluate(session, read), shot)
         finally:
             self._call("Target.closeTarget", targetId=target)
+
+    def _navigate(self, session: str, url: str, deadline: float) -> None:
+        """Load `url`, again while Chromium reports the host's network changing: it aborts a load when
+        any interface comes or goes (other test lanes create Docker networks), which says nothing of
+        the page. Any other error fails at once."""
+        while error := self._call("Page.navigate", session, url=url).get("errorText"):
+            if error != NETWORK_CHANGED or time.monotonic() > deadline:
+                raise AssertionError(f"{url}: {error}")
+            time.sleep(0.5)
 
     def _screenshot(self, session: str, name: str) -> Path | None:
         if self.screenshots is None:
