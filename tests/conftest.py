@@ -2,7 +2,8 @@
 
 Drills, checks and Molecule's action timings append JSON lines to the file named by
 CELERYKIT_DRILL_REPORT (made here at the start, so that the Molecule verifiers this session starts
-inherit it); the summary prints them after the run.
+inherit it); the summary prints them after the run, with each test module's seconds
+(celerykit_testing.timing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from celerykit_testing.timing import pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401 (hooks)
 
 TESTS = Path(__file__).parent
 

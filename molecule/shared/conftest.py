@@ -18,6 +18,7 @@ import testinfra
 from celerykit_testing import monitoring_drills
 from celerykit_testing.monitoring_drills import Monitoring
 from celerykit_testing.systemd import SystemdDeployment
+from celerykit_testing.timing import pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401 (hooks)
 
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify.target import Target
