@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what celerykit's stack and tests need on a Debian host that lacks it:
 # Docker engine, the compose v2 plugin and the Debian base image the Dockerfiles build FROM;
-# with --test-tools also the checkers the tests and benchmarks use (testssl.sh 3.2, wrk).
+# with --test-tools also the checkers the tests and benchmarks use (testssl.sh 3.2, wrk, redis-server).
 # Idempotent and quiet when everything is already there. Run as root.
 #
 #   CELERYKIT_BASE_IMAGE   base image tag the Dockerfiles use (default debian:bookworm-slim)
@@ -84,6 +84,10 @@ fi
 # data, and its dependencies are in Debian 12. wrk drives the benchmarks. promtool and amtool
 # (the same Debian 12 packages the monitoring image and roles install) check and test the alert
 # rules and configurations: only the two binaries are unpacked, so no Prometheus service starts here.
+# The unit tests start their own throw-away redis-server (tests/unit/test_atomic_fetch.py), unpacked
+# the same way so that no Redis service starts here either: Debian 12's redis-server package holds
+# only a symlink, the binary is redis-tools' redis-check-rdb (it runs as a server under any other
+# name); of the libraries it links, liblzf1 and libjemalloc2 are often missing.
 if [ "${1:-}" = --test-tools ]; then
   command -v wrk >/dev/null 2>&1 || apt_install wrk
   # Headless Chromium for the browser test (tests/stack/test_browser.py).
@@ -94,6 +98,14 @@ if [ "${1:-}" = --test-tools ]; then
     (cd "$tmp" && apt-get download prometheus prometheus-alertmanager >/dev/null)
     for deb in "$tmp"/prometheus_*.deb "$tmp"/prometheus-alertmanager_*.deb; do dpkg-deb -x "$deb" "$tmp/root"; done
     install -m 0755 "$tmp/root/usr/bin/promtool" "$tmp/root/usr/bin/amtool" /usr/local/bin/
+  fi
+  if ! redis-server --version >/dev/null 2>&1; then  # missing, or unpacked without its libraries
+    say "unpacking redis-server from Debian's redis-tools package"
+    apt_install libatomic1 libjemalloc2 liblzf1 libssl3 libsystemd0
+    (cd "$tmp" && apt-get download redis-tools >/dev/null)
+    dpkg-deb -x "$tmp"/redis-tools_*.deb "$tmp/redis"
+    install -m 0755 "$tmp/redis/usr/bin/redis-check-rdb" /usr/local/bin/redis-server
+    redis-server --version >/dev/null
   fi
   if ! dpkg --compare-versions "$(dpkg-query -W -f='${Version}' testssl.sh 2>/dev/null || echo 0)" ge 3.2; then
     say "installing testssl.sh 3.2 from Debian trixie"

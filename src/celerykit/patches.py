@@ -269,8 +269,8 @@ def _patch(owner, name: str, fix) -> None:
 
 
 def apply() -> list[str]:
-    """Apply the fixes the installed Celery and billiard need, and the fork fix any needs; return
-    their names."""
+    """Apply the fixes the installed Celery, billiard and kombu need, and the fork fix any needs;
+    return their names."""
     applied = []
     if affected(version(celery), CELERY_AFFECTED):
         _patch(Request, "_announce_cancelled", cancel_keeps_the_message)
@@ -286,6 +286,9 @@ def apply() -> list[str]:
         _patch(kombu_redis.Channel, "_basic_cancel", cancel_reads_the_outstanding_brpop)
         _patch(kombu_redis.Channel, "close", close_reads_the_outstanding_brpop)
         applied.append("a cancelled consumer's last message goes back")
+    from celerykit import atomic_fetch  # here: it imports this module's version checks
+
+    applied += atomic_fetch.apply()  # kombu 5.7 only
     # dispatch_uid: connected once per process however often apply() runs
     parent, child = signals.worker_before_create_process, signals.worker_process_init
     parent.connect(remember_parents_connections, dispatch_uid="celerykit-parent", weak=False)
