@@ -7,10 +7,10 @@ one after the other in each round.
 
 from __future__ import annotations
 
-from bench import modes
+from bench import modes, quiet
 from bench.sizes import Sizes
 from bench.stack import Stack
-from bench.stats import median, ratio, summary
+from bench.stats import median, ratio, shown, spread, summary
 
 BASELINE_CONCURRENCY = 5  # the kit's 2 + 2 + 1
 SIDES = ("kit", "kit-mtpc", "baseline")
@@ -26,20 +26,22 @@ def _round(stack: Stack, app: str, sizes: Sizes) -> dict:
     return {**raw, **summary(raw["latencies_ms"])}  # every sample stays in the JSON result
 
 
-def run(stack: Stack, sizes: Sizes) -> dict:
-    rounds = []
-    for _ in range(sizes.repeats):
-        figures = {}
-        modes.kit(stack)
-        figures["kit"] = _round(stack, "kit", sizes)
-        modes.kit(stack, modes.RECOMMENDED)
-        figures["kit-mtpc"] = _round(stack, "kit", sizes)
-        modes.baseline(stack, BASELINE_CONCURRENCY)
-        figures["baseline"] = _round(stack, "baseline", sizes)
-        rounds.append(figures)
-        print("  priority round: " + ", ".join(f"{s} p95 {f['p95']:.1f} ms" for s, f in figures.items()), flush=True)
+def _measure(stack: Stack, sizes: Sizes) -> dict:
+    figures = {}
     modes.kit(stack)
-    result: dict = {"rounds": rounds, "backlog": sizes.backlog, "probes": sizes.probes}
+    figures["kit"] = _round(stack, "kit", sizes)
+    modes.kit(stack, modes.RECOMMENDED)
+    figures["kit-mtpc"] = _round(stack, "kit", sizes)
+    modes.baseline(stack, BASELINE_CONCURRENCY)
+    figures["baseline"] = _round(stack, "baseline", sizes)
+    print("  priority round: " + ", ".join(f"{s} p95 {figures[s]['p95']:.1f} ms" for s in SIDES), flush=True)
+    return figures
+
+
+def run(stack: Stack, sizes: Sizes) -> dict:
+    rounds = quiet.rounds(stack.project, sizes.repeats, lambda: _measure(stack, sizes), "priority")
+    modes.kit(stack)
+    result: dict = {"rounds": rounds, "backlog": sizes.backlog, "probes": sizes.probes, "quiet": quiet.summary(rounds)}
     for side in SIDES:
         result[side] = {p: median([r[side][p] for r in rounds]) for p in (*PCTS, "max")}
         result[side]["completed"] = min(r[side]["completed"] for r in rounds)
@@ -49,6 +51,7 @@ def run(stack: Stack, sizes: Sizes) -> dict:
         result[f"baseline_over_{side}"] = {
             p: median([ratio(r["baseline"][p], r[side][p]) for r in rounds]) for p in PCTS
         }
+    result["spread"] = {side: {p: spread([r[side][p] for r in rounds]) for p in PCTS} for side in SIDES}
     return result
 
 
@@ -60,12 +63,18 @@ def render(result: dict) -> list[str]:
         "defaults | kit, 10000 tasks/child | baseline (1 worker, c=5) | baseline ÷ kit (current / recommended) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
+    ranges = result.get("spread")
     for p in PCTS:
-        lines.append(f"| {p} | {kit[p]:.1f} ms | {rec[p]:.1f} ms | {base[p]:.1f} ms | {r1[p]:.0f}x / {r2[p]:.0f}x |")
+        cells = [shown(ranges[side][p], 1) + " ms" for side in SIDES] if ranges else [
+            f"{figures[p]:.1f} ms" for figures in (kit, rec, base)
+        ]  # fmt: skip
+        lines.append(f"| {p} | {' | '.join(cells)} | {r1[p]:.0f}x / {r2[p]:.0f}x |")
     lines += [
         f"| max | {kit['max']:.1f} ms | {rec['max']:.1f} ms | {base['max']:.1f} ms | |",
         f"| probes completed (worst round) | {kit['completed']} | {rec['completed']} | {base['completed']} | |",
         f"| low_priority backlog left after the probes (worst round) | {kit['low_queue_after_probes']:,} | "
         f"{rec['low_queue_after_probes']:,} | {base['low_queue_after_probes']:,} | |",
     ]
+    if "quiet" in result:
+        lines += ["", "Median (min-max) over the rounds. " + quiet.describe(result["quiet"])]
     return lines

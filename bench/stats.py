@@ -29,3 +29,13 @@ def median(values: Sequence[float]) -> float:
 
 def ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 2) if denominator else float("inf")
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min, median and max of one figure over the rounds."""
+    return {"min": round(min(values), 3), "median": median(values), "max": round(max(values), 3)} if values else {}
+
+
+def shown(figure: dict[str, float], digits: int = 2) -> str:
+    """`0.42 (0.40-0.45)`: the median, and the range over the rounds."""
+    return f"{figure['median']:.{digits}f} ({figure['min']:.{digits}f}-{figure['max']:.{digits}f})"

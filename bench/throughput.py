@@ -12,10 +12,10 @@ Each variant stops at its time cap; the rate is then that of the tasks that fini
 
 from __future__ import annotations
 
-from bench import modes
+from bench import modes, quiet
 from bench.sizes import Sizes
 from bench.stack import Stack
-from bench.stats import median, ratio
+from bench.stats import median, ratio, shown, spread
 
 CONCURRENCY = 1  # the kit's low (bulk) pool
 
@@ -47,11 +47,12 @@ def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
 
 
 def run(stack: Stack, sizes: Sizes) -> dict:
-    rounds = []
-    for _ in range(sizes.throughput_repeats):
+    def one_round() -> dict:
         figures = {name: _measure(stack, name, sizes) for name in VARIANTS}
-        rounds.append(figures)
-        print("  throughput round: " + ", ".join(f"{n} {f['tasks_per_s']}/s" for n, f in figures.items()), flush=True)
+        print("  throughput round: " + ", ".join(f"{n} {figures[n]['tasks_per_s']}/s" for n in VARIANTS), flush=True)
+        return figures
+
+    rounds = quiet.rounds(stack.project, sizes.throughput_repeats, one_round, "throughput")
     modes.kit(stack)  # back to the kit's defaults
     rates = {name: median([r[name]["tasks_per_s"] for r in rounds]) for name in VARIANTS}
 
@@ -61,11 +62,16 @@ def run(stack: Stack, sizes: Sizes) -> dict:
     return {
         "tasks": sizes.throughput_tasks,
         "concurrency": CONCURRENCY,
+        "quiet": quiet.summary(rounds),
         "rounds": rounds,
         "tasks_per_s": rates,
         "succeeded": {name: min(r[name]["succeeded"] for r in rounds) for name in VARIANTS},
         "elapsed_s": {name: median([r[name]["elapsed_s"] for r in rounds]) for name in VARIANTS},
         "over_baseline": {name: per_round(name, "baseline") for name in VARIANTS},
+        "over_baseline_spread": {
+            name: spread([ratio(r[name]["tasks_per_s"], r["baseline"]["tasks_per_s"]) for r in rounds])
+            for name in VARIANTS
+        },
         "prefetch4_over_prefetch1": per_round("kit-mtpc-p4", "kit-mtpc"),
         "reliability_cost": per_round("baseline+rel", "baseline"),
         "mtpc_gain": per_round("kit-mtpc", "kit"),
@@ -81,11 +87,15 @@ def render(result: dict) -> list[str]:
     ]
     for name, label in LABELS.items():
         capped = f" (stopped at the {VARIANTS[name]['cap_s']} s cap)" if done[name] < result["tasks"] else ""
-        lines.append(f"| {label} | {rates[name]:.0f} | {done[name]:,}{capped} | {ratios[name]:.2f} |")
+        ranged = result.get("over_baseline_spread", {}).get(name)
+        ratio_cell = shown(ranged) if ranged else f"{ratios[name]:.2f}"
+        lines.append(f"| {label} | {rates[name]:.0f} | {done[name]:,}{capped} | {ratio_cell} |")
     lines += [
         "",
         f"Reliability settings alone (baseline + late ack/requeue/prefetch 1 ÷ baseline): "
         f"**{result['reliability_cost']:.2f}**. Prefetch 4 ÷ prefetch 1 on the kit's pool: "
         f"**{result['prefetch4_over_prefetch1']:.2f}**. 10000 ÷ 100 tasks per child: **{result['mtpc_gain']:.1f}x**.",
     ]
+    if "quiet" in result:
+        lines += ["", "Ratios: median (min-max) of the ratios within each round. " + quiet.describe(result["quiet"])]
     return lines
