@@ -105,6 +105,11 @@ STACK = [
         "tasks a process runs before it is replaced",
     ),
     (
+        "`CELERYKIT_HIGH_MAX_MEMORY_PER_CHILD`, `_MEDIUM_`, `_LOW_`",
+        lambda: f"`{pools('max_memory_per_child')}`",
+        "resident MiB past which a process is replaced after its task (0: no limit)",
+    ),
+    (
         "`CELERYKIT_TIME_LIMIT` / `CELERYKIT_SOFT_TIME_LIMIT`",
         lambda: f"`{kit.POOL['time_limit']}` / `{kit.POOL['soft_time_limit']}`",
         "hard/soft task time limits (soft < hard < visibility timeout)",

@@ -331,14 +331,34 @@ def poll_start_fetches(on_poll_start):
     @functools.wraps(on_poll_start)
     def start(cycle):
         on_poll_start(cycle)
-        if getattr(cycle, "_celerykit_loop", None) is None or cycle._in_protected_read:
+        loop = getattr(cycle, "_celerykit_loop", None)
+        if loop is None or cycle._in_protected_read:
             return
+        delivered = 0
         for channel in list(cycle._channels):  # a delivery may add or close channels
             if _registered(cycle, channel) and not channel._in_poll:
-                fetch(channel)
+                delivered += fetch(channel)
+        if delivered:
+            _wake(loop, cycle)
 
     start.celerykit_atomic_fetch = True
     return start
+
+
+def _wake(loop, cycle) -> None:
+    """After a delivery made while the loop ticks: make its coming poll return at once. The tick
+    callbacks run in no set order, and the pool's may already have run, so the task waits in the
+    pool's outbound buffer until the next turn writes it to a process: with nothing else to wake
+    the poll, the next timer (up to a second). BRPOP's reply was read after the poll, so the next
+    turn came at once."""
+    waker = getattr(loop, "_waker", None)  # kombu's Hub: a pipe its poll watches
+    if waker is not None:
+        waker.wake()
+        return
+    for channel in list(cycle._channels):
+        if _registered(cycle, channel):
+            _ping(channel)
+            return
 
 
 def readable_rings(on_readable):

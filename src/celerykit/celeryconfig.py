@@ -47,6 +47,8 @@ def kit_settings(env: Env) -> dict[str, Any]:
         "task_soft_time_limit": defaults.POOL["soft_time_limit"],
         "worker_prefetch_multiplier": defaults.POOL["prefetch_multiplier"],
         "worker_max_tasks_per_child": defaults.POOL["max_tasks_per_child"],
+        # No default memory limit here: each pool passes its own, and a pool's 0 (no limit) must not
+        # fall back to one (Celery takes this setting whenever the command line's value is 0).
         # Flower builds its view from events, including tasks still waiting in a queue.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

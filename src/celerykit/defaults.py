@@ -7,14 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 # Every key a pool may set, with its default: hard/soft time limits from the field, one message
-# reserved per process (no hoarding by a busy process), a process replaced after this many tasks
-# (leaks stay bounded). max_concurrency above concurrency lets the pool grow to it under load and
-# shrink back to concurrency when idle (Celery's autoscaler); 0 keeps the pool at its size.
+# reserved per process (no hoarding by a busy process). Leak guards: a process is replaced once its
+# resident memory passes max_memory_per_child MiB (0: no limit), checked after each task, and after
+# max_tasks_per_child tasks whatever its memory (leaks that are not memory: descriptors, threads).
+# Chosen by measurement (docs/benchmarks.md, "Recycling"): a replacement costs about 15 ms, but each
+# new process starts cold, so the count guard every 100 tasks cost a fifth of a no-op pool's
+# throughput and every 1,000 a few percent. max_concurrency above concurrency lets the pool grow to
+# it under load and shrink back to concurrency when idle (Celery's autoscaler); 0 keeps its size.
 POOL: dict[str, Any] = {
     "concurrency": 1,
     "max_concurrency": 0,
     "prefetch_multiplier": 1,
-    "max_tasks_per_child": 100,
+    "max_tasks_per_child": 1000,
+    "max_memory_per_child": 512,
     "time_limit": 3600,
     "soft_time_limit": 3300,
 }

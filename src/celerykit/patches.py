@@ -15,18 +15,10 @@ The fix records the cancellation before anything can fail, and a failed announce
 not raised: the message stays in Redis's unacked set and is redelivered after
 `visibility_timeout`, as for every other task running at a broker loss.
 
-**A recycled pool process is replaced at once, not up to 5 s later.** When a child exits (its
-`max_tasks_per_child` or `max_memory_per_child` reached), the parent sees its sentinel pipe close
-(`AsynPool._event_process_exit`), stops watching it and runs `maintain_pool` once. The pipe closes
-while the kernel is still tearing the child down, before `waitpid` can reap it, so that one call
-often finds no exited child and starts no replacement; only the pool's 5 s `maintain_pool` timer
-reaps it later. A one-process pool then consumes nothing for up to 5 s after every
-`max_tasks_per_child` tasks (measured: 1.8-4.7 s, p50 3.7 s). The fix retries `maintain_pool`
-from the event loop 1, 2, 4 ... 512 ms after the sentinel fired until the child is reaped (the 5 s
-timer stays as the last resort), and the exiting child checks every 5 ms instead of 100 ms
-whether the parent has read its last result (billiard's GUARANTEE_MESSAGE_CONSUMPTION_*, same
-30 s ceiling). Measured: the new child takes its first task 66-71 ms (p50) after the old one's
-exit, and the leak guards (count and memory limits) replace processes as before.
+**A recycled pool process is replaced within milliseconds**: `celerykit.recycling`.
+
+**A fetched task is recorded unacknowledged in the same step** (kombu's Redis transport, kombu#305):
+`celerykit.atomic_fetch`.
 
 **A worker survives closing the connection it lost** (Celery 5.7's
 `Consumer.on_connection_error_after_connected`). After a broker loss the consumer collects the
@@ -71,13 +63,13 @@ from urllib.parse import urlsplit
 import billiard
 import celery
 import kombu
-from billiard import pool as billiard_pool
 from celery import signals
-from celery.concurrency import asynpool
 from celery.worker.consumer import consumer as consumer_module
 from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
+
+from celerykit import recycling
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +81,6 @@ KOMBU_AFFECTED = ((5, 0), (5, 7))  # the outstanding-BRPOP fix: read on 5.7.0
 
 # The warning a kept cancellation logs (the chaos soak counts these lines).
 KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
-
-FIRST_RETRY, LAST_RETRY = 0.001, 0.512  # seconds between maintain_pool retries after a child exits
 
 
 def version(module) -> tuple[int, int]:
@@ -120,27 +110,6 @@ def cancel_keeps_the_message(announce_cancelled):
 
     announce.celerykit_patched = True
     return announce
-
-
-def reap_promptly(event_process_exit):
-    @functools.wraps(event_process_exit)
-    def on_exit(self, hub, proc):
-        event_process_exit(self, hub, proc)  # stops watching the sentinel, maintain_pool() once
-        if proc in self._pool:  # the sentinel closed, but the child cannot be reaped yet
-            _retry(self, hub, proc, FIRST_RETRY)
-
-    def _retry(pool, hub, proc, delay: float) -> None:
-        def again() -> None:
-            if proc not in pool._pool:  # reaped meanwhile
-                return
-            pool.maintain_pool()
-            if proc in pool._pool and delay < LAST_RETRY:
-                _retry(pool, hub, proc, delay * 2)
-
-        hub.call_later(delay, again)
-
-    on_exit.celerykit_patched = True
-    return on_exit
 
 
 # The main process's Redis connections at the moment it forks a child: descriptor -> (device, inode).
@@ -278,10 +247,8 @@ def apply() -> list[str]:
         _patch(consumer_module, "ignore_errors", close_ignoring_any_error)
         applied.append("a lost connection's close cannot stop the worker")
         if affected(version(billiard), BILLIARD_AFFECTED):
-            _patch(asynpool.AsynPool, "_event_process_exit", reap_promptly)
-            billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.005  # from 0.1 s
-            billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 6000  # 30 s, as before (300 x 0.1 s)
-            applied.append("reap promptly")
+            recycling.apply()
+            applied.append("a recycled process is replaced within milliseconds")
     if affected(version(kombu), KOMBU_AFFECTED):
         _patch(kombu_redis.Channel, "_basic_cancel", cancel_reads_the_outstanding_brpop)
         _patch(kombu_redis.Channel, "close", close_reads_the_outstanding_brpop)

@@ -154,6 +154,9 @@ class Checker:
                 key: self.whole(pool.name(key), pool.values.get(key))
                 for key in ("prefetch_multiplier", "max_tasks_per_child", "time_limit", "soft_time_limit")
             },
+            "max_memory_per_child": self.whole(
+                pool.name("max_memory_per_child"), pool.values.get("max_memory_per_child"), 0
+            ),
         }
         least, most = numbers["concurrency"], numbers["max_concurrency"]
         if least is not None and most and most < least:

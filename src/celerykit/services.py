@@ -40,6 +40,7 @@ def worker_command(env: Env) -> list[str]:
         *([f"--autoscale={pool.max_concurrency},{pool.concurrency}"] if pool.max_concurrency else []),
         f"--prefetch-multiplier={pool.prefetch_multiplier}",
         f"--max-tasks-per-child={pool.max_tasks_per_child}",
+        *([f"--max-memory-per-child={pool.max_memory_per_child * 1024}"] if pool.max_memory_per_child else []),
         f"--time-limit={pool.time_limit}",
         f"--soft-time-limit={pool.soft_time_limit}",
         f"--loglevel={log_level(env)}",

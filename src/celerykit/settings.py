@@ -174,6 +174,7 @@ class Pool:
     max_concurrency: int
     prefetch_multiplier: int
     max_tasks_per_child: int
+    max_memory_per_child: int  # MiB; 0: no limit
     time_limit: int
     soft_time_limit: int
 
@@ -252,7 +253,8 @@ def check_deployment(env: Env) -> list[Pool]:
     """Check a whole compose stack's settings at once, before any service starts.
 
     The pools are listed in CELERYKIT_POOLS; pool NAME's settings are CELERYKIT_<NAME>_QUEUES,
-    _CONCURRENCY, _MAX_CONCURRENCY, _PREFETCH_MULTIPLIER, _MAX_TASKS_PER_CHILD and _REPLICAS, the
+    _CONCURRENCY, _MAX_CONCURRENCY, _PREFETCH_MULTIPLIER, _MAX_TASKS_PER_CHILD, _MAX_MEMORY_PER_CHILD
+    and _REPLICAS, the
     time limits the stack-wide CELERYKIT_TIME_LIMIT and CELERYKIT_SOFT_TIME_LIMIT. Every problem is
     reported, one line each. Secrets are checked separately (`celerykit init-secrets`).
     """

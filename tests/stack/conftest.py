@@ -22,6 +22,7 @@ from celerykit.verify.target import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = os.environ.get("CELERYKIT_TEST_PROJECT", "celerykit-test")
+LOW_MAX_TASKS_PER_CHILD = 20
 TEST_OVERRIDE = ROOT / "tests" / "support" / "compose.test.yaml"
 HEARTBEAT_SECONDS = 4
 ALERT_MAIL_TO = "operators@celerykit.test"
@@ -79,6 +80,8 @@ def compose_env(tmp: Path, **overrides: str) -> dict[str, str]:
         CELERYKIT_WORKER_STOP_GRACE_PERIOD="60s",
         # Flower saves its state often, so a drill that kills it waits seconds, not the default 15.
         CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS="3000",
+        # The low pool replaces its process every 20 tasks, so the suite's tasks meet replacements.
+        CELERYKIT_LOW_MAX_TASKS_PER_CHILD=str(LOW_MAX_TASKS_PER_CHILD),
         # A limit, so the dashboard's and the alert's "memory against maxmemory" have one.
         CELERYKIT_REDIS_MAXMEMORY="512mb",
         # Alerts go to the test's own sink (tests/support/alert-sink), read on a loopback port.

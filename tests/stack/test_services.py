@@ -4,7 +4,7 @@ import json
 
 import pytest
 from celerykit_testing.compose import ComposeDeployment
-from conftest import POOLS, Stack
+from conftest import LOW_MAX_TASKS_PER_CHILD, POOLS, Stack
 
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify import checks
@@ -95,12 +95,13 @@ print(json.dumps({"main": connections(main), "children": {c: connections(c) for 
 
 
 def test_a_replaced_pool_process_holds_none_of_the_main_process_redis_connections(stack: Stack):
-    """After 100 tasks (max_tasks_per_child) the low pool replaces its process; the new one is
+    """After max_tasks_per_child tasks the low pool replaces its process; the new one is
     forked while the main process holds its Redis connections, the one waiting in BRPOP among
     them. It lets go of them (celerykit.patches): otherwise a connection the main process closes
     stays open, and Redis hands the next message to a client nobody reads."""
     _, before = ComposeDeployment(stack.compose, stack.target, POOLS).pool_processes("low")
-    out = stack.compose.exec("worker-low", "python3", "-c", RECYCLE_AND_LIST_CONNECTIONS, "150").stdout
+    tasks = str(LOW_MAX_TASKS_PER_CHILD + 10)
+    out = stack.compose.exec("worker-low", "python3", "-c", RECYCLE_AND_LIST_CONNECTIONS, tasks).stdout
     found = json.loads(out)
     replaced = {int(pid): held for pid, held in found["children"].items() if int(pid) not in before}
     assert replaced, f"no process was replaced: {found}"

@@ -89,7 +89,8 @@ def test_the_kit_keeps_a_cancelled_task_unacknowledged(caplog):
 def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
     assert patches.affected(patches.version(celery), patches.CELERY_AFFECTED), (
         f"Celery {celery.__version__}: read celery/worker/request.py (cancel, _announce_cancelled, on_failure) "
-        "and celery/concurrency/asynpool.py (_event_process_exit), then widen or drop CELERY_AFFECTED"
+        "and celery/concurrency/asynpool.py (_event_process_exit, process_flush_queues, _create_worker_process), "
+        "then widen or drop CELERY_AFFECTED"
     )
     assert patches.affected(patches.version(billiard), patches.BILLIARD_AFFECTED), (
         f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and widen or drop "
@@ -98,8 +99,9 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
     applied = [
         "cancel keeps the message",
         "a lost connection's close cannot stop the worker",
-        "reap promptly",
+        "a recycled process is replaced within milliseconds",
         "a cancelled consumer's last message goes back",
+        "a fetched task is recorded unacknowledged in the same step",
         "children let go of the main process's Redis connections",
     ]
     assert patches.apply() == applied

@@ -77,7 +77,8 @@ def test_worker_command_carries_the_pool_and_field_defaults_but_no_secret(base_e
     command = worker_command(Env(base_env))
     assert "--hostname=high@%h" in command
     assert "--queues=high_priority" in command
-    assert {"--time-limit=3600", "--soft-time-limit=3300", "--max-tasks-per-child=100"} <= set(command)
+    assert {"--time-limit=3600", "--soft-time-limit=3300", "--max-tasks-per-child=1000"} <= set(command)
+    assert "--max-memory-per-child=524288" in command  # KiB: the pool's 512 MiB
     assert "--prefetch-multiplier=1" in command
     assert not any("a-generated-password" in arg for arg in command)
 
@@ -99,7 +100,14 @@ def test_kit_settings_keep_visibility_timeout_consistent_and_json_only(base_env)
 
 def test_pool_defaults(base_env):
     pool = Pool.from_env(Env(base_env))
-    assert (pool.time_limit, pool.soft_time_limit, pool.max_tasks_per_child) == (3600, 3300, 100)
+    assert (pool.time_limit, pool.soft_time_limit, pool.max_tasks_per_child) == (3600, 3300, 1000)
+    assert pool.max_memory_per_child == 512
+
+
+def test_a_pool_without_a_memory_limit_passes_none(base_env):
+    """0 is no limit: no option at all (Celery would take a configured default for a 0 given)."""
+    command = worker_command(Env({**base_env, "CELERYKIT_POOL_MAX_MEMORY_PER_CHILD": "0"}))
+    assert not [arg for arg in command if arg.startswith("--max-memory-per-child")]
 
 
 def test_broker_retry_budget_defaults_to_celerys_and_is_validated(base_env):
@@ -151,6 +159,11 @@ BAD_STACK_SETTINGS = [
     ),
     ("CELERYKIT_HIGH_PREFETCH_MULTIPLIER", "0", "CELERYKIT_HIGH_PREFETCH_MULTIPLIER must be at least 1, got 0"),
     ("CELERYKIT_LOW_MAX_TASKS_PER_CHILD", "0", "CELERYKIT_LOW_MAX_TASKS_PER_CHILD must be at least 1, got 0"),
+    (
+        "CELERYKIT_MEDIUM_MAX_MEMORY_PER_CHILD",
+        "-1",
+        "CELERYKIT_MEDIUM_MAX_MEMORY_PER_CHILD must be at least 0, got -1",
+    ),
     (
         "CELERYKIT_SOFT_TIME_LIMIT",
         "3600",

@@ -7,8 +7,8 @@ The tasks are sent from inside the deployment, straight to Redis as an app's pro
 Every task is counted by id from the result backend (Flower's `api/task/result`, which asks
 Redis): succeeded, failed, revoked, lost (never finished), redelivered (started more than once)
 and executed twice (finished more than once: at-least-once allows it; it is reported). A loss is
-allowed only in the two windows described at `WINDOW` (a Redis SIGKILL, a worker's main process
-SIGKILLed); any other loss, any revoke and any failure is the kit's fault.
+allowed only in the window described at `REDIS_WINDOW` (a Redis SIGKILL); any other loss, any revoke
+and any failure is the kit's fault.
 
 The seed is printed with the figures: `CELERYKIT_SOAK_SEED=<seed>` replays the same schedule.
 """
@@ -35,15 +35,13 @@ from celerykit_testing.deployment import BEAT, FLOWER, REDIS, Deployment, worker
 
 FAULTS_PER_KIND = int(os.environ.get("CELERYKIT_SOAK_FAULTS_PER_KIND", "10"))
 COMPOUND_PER_KIND = 2
-# A task may be lost (README, "Reliability") when (1) Redis is SIGKILLed within REDIS_WINDOW after it
+# A task may be lost (README, "Reliability") only when Redis is SIGKILLed within REDIS_WINDOW after it
 # took the task: with AOF `everysec` Redis writes its buffer to the file once a second, and while a
 # slow fsync is still running it postpones that write for up to two seconds ("Asynchronous AOF
-# fsync is taking too long"), so a killed Redis loses up to two seconds on a busy disk; or (2) the main process of the
-# worker consuming its queue is SIGKILLed from a second before the task was taken until the pool
-# runs again: kombu's Redis transport pops a message (BRPOP) and records it as unacknowledged in two
-# steps (kombu#305, celery#7950), and a killed worker's BRPOP connection, still held open by its pool
-# processes for a moment, can be handed one more message that nobody reads.
-WINDOW = 1.0
+# fsync is taking too long"), so a killed Redis loses up to two seconds on a busy disk. A worker's main
+# process killed while it fetches loses nothing: the kit records a task unacknowledged in the step
+# that takes it from its queue (celerykit.atomic_fetch), and the task comes back after the visibility
+# timeout.
 REDIS_WINDOW = 2.0
 UNRECOVERABLE = "Unrecoverable error"  # what Celery logs when a worker stops on an error of its own
 SLEEP_SHARE, SLEEP_SECONDS = 0.2, 0.5  # a fifth of the tasks sleep; the rest are no-ops
@@ -318,23 +316,15 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
     # A task whose worker's main process died, or that was stopped at a broker loss, runs again
     # within the visibility timeout and one redelivery sweep (README, "Reliability"): give the last
     # of them that long after the last fault, and the streamed backlog a minute to run.
-    main_kills = [f for f in faults if MAIN_KILLED in f.parts]
     redelivered_by = max(f.ended for f in faults) + visibility_timeout + defaults.REDELIVERY_SWEEP_SECONDS
     drain_until = time.monotonic() + max(0.0, redelivered_by - time.time()) + 60
     tally, drain_seconds = count(deployment.target, sent, drain_until)
 
-    # The windows: REDIS_WINDOW before a Redis kill until it was done; WINDOW before a main-process kill of the pool
-    # consuming the task's queue until that pool ran again.
+    # The window: REDIS_WINDOW before a Redis kill until it was done.
     in_redis_window = [
         s
         for s in tally.lost
         if any(f.started - REDIS_WINDOW <= s.acknowledged <= f.injected for f in faults if REDIS_KILLED in f.parts)
-    ]
-    in_fetch_window = [
-        s
-        for s in tally.lost
-        if s not in in_redis_window
-        and any(f.started - WINDOW <= s.acknowledged <= f.ended and s.queue in queues_of[f.pool] for f in main_kills)
     ]
     logs = {pool: deployment.logs(worker(pool), since=started_at) for pool in pools}
     figures = {
@@ -352,7 +342,6 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         "lost": [s.task_id for s in tally.lost],
         "lost_details": [_lost_detail(deployment.target, s, faults, started_at) for s in tally.lost[:10]],
         "lost_in_redis_window": [s.task_id for s in in_redis_window],
-        "lost_in_fetch_window": [s.task_id for s in in_fetch_window],
         "redelivered": len(tally.redelivered),
         "executed_twice": len(tally.executed_twice),
         "drain_seconds": round(drain_seconds, 1),
