@@ -201,8 +201,10 @@ def test_flower_survives_a_damaged_state_file(deployment: Deployment):
 
 # A consumer cancelled while its BRPOP still waits in Redis (Celery's warm shutdown), a message
 # sent then (Redis hands it to that BRPOP), and the consumer's process gone before it closed the
-# channel (killed during the drain): is the message still in Redis? Run with the kit's patches,
-# and without the one that fixes it, to show the loss it prevents.
+# channel (killed during the drain): is the message still in Redis? The kit's workers fetch without
+# BRPOP (celerykit.atomic_fetch) unless Redis sends no keyspace events (a managed Redis without the
+# setting): this drill takes that path, with the kit's patches and without the one that fixes it,
+# to show the loss it prevents.
 STALE_BRPOP = """
 import json, sys, threading, time
 from kombu import Consumer, Exchange, Producer, Queue
@@ -219,6 +221,7 @@ with app.connection_for_write() as connection:
     connection.default_channel.queue_purge(name)
 consuming = app.connection_for_read()
 consuming.transport.register_with_event_loop(consuming.connection, Hub())
+consuming.transport.cycle._celerykit_atomic = False  # as when Redis sends no keyspace events: BRPOP
 channel = consuming.default_channel
 consumer = Consumer(channel, [queue], callbacks=[lambda body, message: None], accept=["json"])
 consumer.consume()
@@ -249,3 +252,65 @@ def test_a_message_handed_to_a_cancelled_consumer_stays_in_redis(deployment: Dep
     output = deployment.run_python(STALE_BRPOP, "patched" if patched else "unpatched", timeout=120)
     left = json.loads(output.strip().splitlines()[-1])["left"]
     assert left == (1 if patched else 0)
+
+
+# The main process of a worker killed (SIGKILL) the instant a task reaches it, before it recorded the
+# task as unacknowledged: kombu's BRPOP had already taken it from its queue, so it was lost for good.
+# The kit records it in the step that takes it (celerykit.atomic_fetch), which needs the keyspace
+# events the deployment's Redis sends: this runs on the deployment's own Redis, with the kit's fetch
+# and with kombu's BRPOP, and says where the message is afterwards.
+KILLED_WHILE_FETCHING = """
+import json, os, signal, sys, uuid
+from kombu import Consumer, Exchange, Producer, Queue
+from kombu.asynchronous import Hub
+from kombu.transport import redis as kombu_redis
+from celerykit.app import app  # the kit's settings and patches
+name, tag = "celerykit-drill-killed-while-fetching", str(uuid.uuid4())
+queue = Queue(name, Exchange(name), routing_key=name)
+with app.connection_for_write() as connection:
+    channel = connection.default_channel
+    queue(channel).declare()
+    channel.queue_purge(name)
+    channel._next_delivery_tag = lambda: tag  # kombu's own is a uuid too: this one is known here
+    Producer(channel).publish({"n": 1}, exchange=name, routing_key=name, declare=[queue])
+child = os.fork()
+if child == 0:  # the worker's main process
+    def killed(*_):  # the task reached Python: SIGKILL, as the OOM killer sends
+        os.kill(os.getpid(), signal.SIGKILL)
+    kombu_redis.QoS.append = killed  # kombu records a BRPOP'd message here; the kit's fetch did already
+    consuming = app.connection_for_read()
+    hub = Hub()
+    consuming.transport.register_with_event_loop(consuming.connection, hub)
+    if sys.argv[1] == "brpop":
+        consuming.transport.cycle._celerykit_atomic = False
+    Consumer(consuming.default_channel, [queue], callbacks=[lambda *_: None], accept=["json"]).consume()
+    loop = hub.create_loop()
+    for _ in range(2000):  # a few seconds at most; the fetch comes within the first turns
+        next(loop)
+    os._exit(3)
+_, status = os.waitpid(child, 0)
+with app.connection_for_write() as connection:
+    channel = connection.default_channel
+    client = channel.client
+    found = {"killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
+             "queued": channel._size(name), "unacked": bool(client.hexists(channel.unacked_key, tag))}
+    client.hdel(channel.unacked_key, tag)
+    client.zrem(channel.unacked_index_key, tag)
+    channel.queue_delete(name)
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("fetch", ["kit", "brpop"])
+def test_a_worker_killed_while_it_fetches_a_task_loses_nothing(deployment: Deployment, fetch: str):
+    """The kit's fetch: the killed worker's task is in Redis's unacknowledged set, so it runs again after
+    the visibility timeout. kombu's BRPOP, as it is: the task is gone from Redis."""
+    import json
+
+    output = deployment.run_python(KILLED_WHILE_FETCHING, fetch, timeout=120)
+    found = json.loads(output.strip().splitlines()[-1])
+    assert found["killed"], found
+    if fetch == "kit":
+        assert found == {"killed": True, "queued": 0, "unacked": True}
+    else:
+        assert found == {"killed": True, "queued": 0, "unacked": False}  # lost
