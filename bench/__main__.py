@@ -1,9 +1,9 @@
 """Run the benchmarks against a fresh compose stack and record the figures.
 
-    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput monitoring scaling]
+    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput recycling monitoring scaling]
 
 Each benchmark prints the kit's figures next to the baseline's and writes bench/results/<name>.json
-(quick runs: bench/results-quick/). A full run of all six also rewrites the table in docs/benchmarks.md.
+(quick runs: bench/results-quick/). A full run of all seven also rewrites the table in docs/benchmarks.md.
 `scaling` runs only when named (it replaces the workers and empties Flower and Prometheus); a full run
 of it rewrites its table in docs/scaling.md.
 """
@@ -19,17 +19,18 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, report, scaling, throughput
+from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, recycling, report, scaling, throughput
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stack import ROOT, Stack
 
-NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "monitoring", "scaling")  # in this order
-DEFAULT = NAMES[:6]  # the ones docs/benchmarks.md shows; scaling only when named
+NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "recycling", "monitoring", "scaling")  # in order
+DEFAULT = NAMES[:7]  # the ones docs/benchmarks.md shows; scaling only when named
 RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "flower": flower_memory.run,
     "proxy": proxy.run,
     "priority": priority.run,
     "throughput": throughput.run,
+    "recycling": recycling.run,
     "monitoring": monitoring.run,
     "scaling": scaling.run,
 }

@@ -18,10 +18,6 @@ def _ready(stack: Stack, app: str, queues: str) -> None:
     time.sleep(SETTLE_S)
 
 
-# What the benchmarks recommend changing in the kit's defaults (see docs/benchmarks.md): measured as a variant.
-RECOMMENDED = {"BENCH_MAX_TASKS_PER_CHILD": "10000"}
-
-
 def kit(stack: Stack, pool_env: dict[str, str] | None = None) -> None:
     """The kit's three pools running with their defaults, or recreated with `pool_env`; baseline stopped."""
     # The baseline hands early-acked tasks to its processes: a warm stop would run its whole backlog first.

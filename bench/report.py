@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, monitoring, priority, proxy, scaling, throughput
+from bench import flower_memory, lifecycle, monitoring, priority, proxy, recycling, scaling, throughput
 
 START = "<!-- results:start (written by bench/run; edit the text around it, not inside) -->"
 END = "<!-- results:end -->"
@@ -14,6 +14,7 @@ FIGURES_END = "<!-- /figures -->"
 SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
     ("priority", "1. Priority isolation", priority.render),
     ("throughput", "2. Throughput and the cost of reliability", throughput.render),
+    ("recycling", "2b. Replacing a pool process", recycling.render),
     ("flower", "3. Flower memory and API speed", flower_memory.render),
     ("proxy", "4. Proxy overhead", proxy.render),
     ("lifecycle", "5. Stack lifecycle", lifecycle.render),

@@ -1,16 +1,20 @@
-"""Benchmark 2, throughput: no-op tasks per second, enqueue to SUCCESS, on the bulk pool vs the baseline.
+"""Benchmark 2, throughput: tasks per second, enqueue to SUCCESS, on the bulk pool vs the baseline.
 
-The bulk pool is the kit's low pool (low_priority, concurrency 1); the baseline runs with the same
-concurrency. Variants price the kit's settings one at a time:
-  kit           the kit's defaults (late ack, requeue on lost worker, prefetch 1, events, 100 tasks per child)
-  kit-mtpc      the same with 10000 tasks per child (the recommended default)
-  kit-mtpc-p4   the same with prefetch multiplier 4 on this pool
-  baseline      Celery's defaults (early ack, prefetch 4, no events, no child recycling)
-  baseline+rel  the baseline plus only late ack, requeue on a lost worker and prefetch 1
-Each variant stops at its time cap; the rate is then that of the tasks that finished (the table says so).
+The bulk pool is the kit's low pool (low_priority, one process); the baseline (one Celery worker with
+Celery's defaults) runs with the same concurrency. Every variant runs in every round, one after the
+other, and each ratio is taken within a round:
+  kit            the kit as it ships: late ack, requeue on a lost worker, task events for Flower, its
+                 recycling leak guards, its fetch, INFO logs
+  kit-<choice>   the kit with one of its choices taken back (the ablation: what that choice costs)
+  baseline       Celery's defaults (early ack, prefetch 4, no events, no recycling, WARNING logs)
+  baseline+rel   the baseline plus only late ack, requeue on a lost worker and prefetch 1
+on no-op tasks, and kit against baseline on 10 ms tasks. Each variant stops at its time cap; the rate
+is then that of the tasks that finished (the table says so).
 """
 
 from __future__ import annotations
+
+import json
 
 from bench import modes, quiet
 from bench.sizes import Sizes
@@ -18,32 +22,58 @@ from bench.stack import Stack
 from bench.stats import median, ratio, shown, spread
 
 CONCURRENCY = 1  # the kit's low (bulk) pool
+SHORT_TASK_S = 0.01
+NO_EVENTS = {"worker_send_task_events": False, "task_send_sent_event": False}
 
+# name -> (label, how it runs): `pool_env` (the kit's pool, bench/compose.bench.yaml's switches), or
+# `reliable` (the baseline); `client` Celery settings for the sending client; `seconds` per task.
 VARIANTS: dict[str, dict] = {
-    "kit": {"pool_env": {}, "cap_s": 60},
-    "kit-mtpc": {"pool_env": modes.RECOMMENDED, "cap_s": 240},
-    "kit-mtpc-p4": {"pool_env": {**modes.RECOMMENDED, "CELERYKIT_LOW_PREFETCH_MULTIPLIER": "4"}, "cap_s": 240},
-    "baseline": {"reliable": False, "cap_s": 240},
-    "baseline+rel": {"reliable": True, "cap_s": 240},
+    "kit": {"label": "kit low pool, as it ships", "pool_env": {}},
+    "kit-no-events": {
+        "label": "kit without task events (Flower sees no task)",
+        "pool_env": {"BENCH_KIT_CONF": json.dumps(NO_EVENTS)},
+        "client": NO_EVENTS,
+    },
+    "kit-early-ack": {
+        "label": "kit with early ack (a task running when its process dies is lost)",
+        "pool_env": {"BENCH_KIT_CONF": json.dumps({"task_acks_late": False, "task_reject_on_worker_lost": False})},
+    },
+    "kit-no-recycling": {
+        "label": "kit without recycling (no leak guard)",
+        "pool_env": {"BENCH_MAX_TASKS_PER_CHILD": "1000000000", "BENCH_MAX_MEMORY_PER_CHILD": "0"},
+    },
+    "kit-prefetch-1": {
+        "label": "kit with prefetch multiplier 1 on this pool",
+        "pool_env": {"BENCH_PREFETCH_MULTIPLIER": "1"},
+    },
+    "kit-warning-logs": {
+        "label": "kit logging warnings only (no line per task)",
+        "pool_env": {"BENCH_LOG_LEVEL": "WARNING"},
+    },
+    "kit-brpop": {
+        "label": "kit fetching with kombu's BRPOP (the fetch window open)",
+        "pool_env": {"BENCH_FETCH": "brpop"},
+    },
+    "baseline": {"label": "baseline, Celery defaults (early ack, prefetch 4, no events)", "reliable": False},
+    "baseline+rel": {"label": "baseline + late ack + requeue on lost worker + prefetch 1", "reliable": True},
+    "kit-10ms": {"label": "kit low pool, as it ships, 10 ms tasks", "pool_env": {}, "seconds": SHORT_TASK_S},
+    "baseline-10ms": {"label": "baseline, 10 ms tasks", "reliable": False, "seconds": SHORT_TASK_S},
 }
-LABELS = {
-    "kit": "kit low pool, current defaults (late ack, prefetch 1, events, 100 tasks/child)",
-    "kit-mtpc": "kit low pool, 10000 tasks/child (recommended)",
-    "kit-mtpc-p4": "kit low pool, 10000 tasks/child, prefetch 4",
-    "baseline": "baseline, Celery defaults (early ack, prefetch 4, no events)",
-    "baseline+rel": "baseline + late ack + requeue on lost worker + prefetch 1",
-}
+ABLATION = [name for name in VARIANTS if name.startswith("kit-") and name != "kit-10ms"]
 
 
 def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
     spec = VARIANTS[name]
-    app = "kit" if name.startswith("kit") else "baseline"
+    app = "baseline" if "reliable" in spec else "kit"
     if app == "kit":
         modes.kit(stack, spec["pool_env"])
     else:
         modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"])
-    tasks, cap = str(sizes.throughput_tasks), str(spec["cap_s"])
-    return stack.client("--app", app, "throughput", "--queue", "low_priority", "--tasks", tasks, "--timeout", cap)
+    seconds = spec.get("seconds", 0.0)
+    tasks = sizes.throughput_short_tasks if seconds else sizes.throughput_tasks
+    argv = ["--app", app, "--conf", json.dumps(spec.get("client", {})), "throughput", "--queue", "low_priority"]
+    argv += ["--tasks", str(tasks), "--seconds", str(seconds), "--timeout", str(sizes.throughput_cap_s)]
+    return stack.client(*argv, timeout=sizes.throughput_cap_s + 300)
 
 
 def run(stack: Stack, sizes: Sizes) -> dict:
@@ -54,48 +84,51 @@ def run(stack: Stack, sizes: Sizes) -> dict:
 
     rounds = quiet.rounds(stack.project, sizes.throughput_repeats, one_round, "throughput")
     modes.kit(stack)  # back to the kit's defaults
-    rates = {name: median([r[name]["tasks_per_s"] for r in rounds]) for name in VARIANTS}
 
-    def per_round(a: str, b: str) -> float:
-        return median([ratio(r[a]["tasks_per_s"], r[b]["tasks_per_s"]) for r in rounds])
+    def ratios(a: str, b: str) -> dict:
+        return spread([ratio(r[a]["tasks_per_s"], r[b]["tasks_per_s"]) for r in rounds])
 
     return {
         "tasks": sizes.throughput_tasks,
+        "short_tasks": sizes.throughput_short_tasks,
+        "cap_s": sizes.throughput_cap_s,
         "concurrency": CONCURRENCY,
         "quiet": quiet.summary(rounds),
         "rounds": rounds,
-        "tasks_per_s": rates,
+        "tasks_per_s": {name: median([r[name]["tasks_per_s"] for r in rounds]) for name in VARIANTS},
         "succeeded": {name: min(r[name]["succeeded"] for r in rounds) for name in VARIANTS},
-        "elapsed_s": {name: median([r[name]["elapsed_s"] for r in rounds]) for name in VARIANTS},
-        "over_baseline": {name: per_round(name, "baseline") for name in VARIANTS},
-        "over_baseline_spread": {
-            name: spread([ratio(r[name]["tasks_per_s"], r["baseline"]["tasks_per_s"]) for r in rounds])
-            for name in VARIANTS
+        "over_baseline": {
+            name: ratios(name, "baseline-10ms" if name.endswith("10ms") else "baseline") for name in VARIANTS
         },
-        "prefetch4_over_prefetch1": per_round("kit-mtpc-p4", "kit-mtpc"),
-        "reliability_cost": per_round("baseline+rel", "baseline"),
-        "mtpc_gain": per_round("kit-mtpc", "kit"),
+        # What each choice costs: the kit ÷ the kit without it (below 1: the choice costs throughput).
+        "ablation": {name: ratios("kit", name) for name in ABLATION},
+        "reliability_cost": ratios("baseline+rel", "baseline"),
     }
 
 
 def render(result: dict) -> list[str]:
     rates, done, ratios = result["tasks_per_s"], result["succeeded"], result["over_baseline"]
     lines = [
-        f"| {result['tasks']:,} no-op tasks, concurrency {result['concurrency']} | tasks/s | finished | "
-        "÷ baseline (same round) |",
+        f"| {result['tasks']:,} no-op tasks ({result['short_tasks']:,} of 10 ms), concurrency "
+        f"{result['concurrency']} | tasks/s | finished (worst round) | ÷ baseline of the same task size |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name, label in LABELS.items():
-        capped = f" (stopped at the {VARIANTS[name]['cap_s']} s cap)" if done[name] < result["tasks"] else ""
-        ranged = result.get("over_baseline_spread", {}).get(name)
-        ratio_cell = shown(ranged) if ranged else f"{ratios[name]:.2f}"
-        lines.append(f"| {label} | {rates[name]:.0f} | {done[name]:,}{capped} | {ratio_cell} |")
+    for name, spec in VARIANTS.items():
+        tasks = result["short_tasks"] if spec.get("seconds") else result["tasks"]
+        capped = f" (stopped at the {result['cap_s']} s cap)" if done[name] < tasks else ""
+        lines.append(f"| {spec['label']} | {rates[name]:.0f} | {done[name]:,}{capped} | {shown(ratios[name])} |")
     lines += [
         "",
-        f"Reliability settings alone (baseline + late ack/requeue/prefetch 1 ÷ baseline): "
-        f"**{result['reliability_cost']:.2f}**. Prefetch 4 ÷ prefetch 1 on the kit's pool: "
-        f"**{result['prefetch4_over_prefetch1']:.2f}**. 10000 ÷ 100 tasks per child: **{result['mtpc_gain']:.1f}x**.",
+        "| the kit's choice (ablation: the kit ÷ the kit without that one choice, same round) | ratio |",
+        "| --- | ---: |",
     ]
-    if "quiet" in result:
-        lines += ["", "Ratios: median (min-max) of the ratios within each round. " + quiet.describe(result["quiet"])]
+    for name in ABLATION:
+        lines.append(f"| {VARIANTS[name]['label'].removeprefix('kit ')} | {shown(result['ablation'][name])} |")
+    lines += [
+        "",
+        "Reliability settings alone on the baseline (late ack, requeue, prefetch 1 ÷ Celery's defaults): "
+        f"**{shown(result['reliability_cost'])}**.",
+        "",
+        "Ratios: median (min-max) of the ratios within each round. " + quiet.describe(result["quiet"]),
+    ]
     return lines

@@ -145,13 +145,17 @@ def cmd_priority(app: Celery, args: argparse.Namespace) -> dict:
 
 
 def cmd_throughput(app: Celery, args: argparse.Namespace) -> dict:
-    """Enqueue N no-op tasks as fast as one client can and time the last SUCCESS.
+    """Enqueue N no-op tasks (or tasks sleeping --seconds) as fast as one client can and time the last
+    SUCCESS.
 
     At the deadline the rest is purged and the rate is that of the tasks that finished.
     """
     purge(app)
     start = time.time()
-    ids = send(app, "bench.noop", args.queue, ([] for _ in range(args.tasks)))
+    if args.seconds:
+        ids = send(app, "bench.sleep", args.queue, ([args.seconds] for _ in range(args.tasks)))
+    else:
+        ids = send(app, "bench.noop", args.queue, ([] for _ in range(args.tasks)))
     enqueued = time.time()
     metas = wait_all(app, ids, args.timeout)
     purge(app)  # what the deadline left behind
@@ -164,6 +168,39 @@ def cmd_throughput(app: Celery, args: argparse.Namespace) -> dict:
         "enqueue_s": round(enqueued - start, 3),
         "elapsed_s": round(elapsed, 3),
         "tasks_per_s": round(len(finished) / elapsed, 1) if elapsed > 0 else 0.0,
+    }
+
+
+def cmd_recycling(app: Celery, args: argparse.Namespace) -> dict:
+    """N no-op tasks to a one-process pool that replaces its process every few tasks, its processes
+    recording when each took its first task and when it exited (benchtasks, BENCH_TIMELINE): the gap
+    each replacement cost, from the old process's exit to the new one's first task."""
+    purge(app)
+    client = app.backend.client
+    client.delete("bench:timeline")
+    start = time.time()
+    ids = send(app, "bench.noop", args.queue, ([] for _ in range(args.tasks)))
+    metas = wait_all(app, ids, args.timeout)
+    purge(app)
+    finished = [m for m in metas if m and m.get("status") == "SUCCESS"]
+    last = max((timestamp(m["date_done"]) for m in finished), default=time.time())
+    events = sorted(
+        (float(at), kind, pid)
+        for kind, pid, at in (item.decode().split() for item in client.lrange("bench:timeline", 0, -1))
+    )
+    gaps, exited = [], None
+    for at, kind, _ in events:  # one process at a time: each exit is followed by its successor's first task
+        if kind == "exit":
+            exited = at
+        elif exited is not None:
+            gaps.append(round((at - exited) * 1000, 2))
+            exited = None
+    return {
+        "tasks": args.tasks,
+        "succeeded": len(finished),
+        "tasks_per_s": round(len(finished) / (last - start), 1) if last > start else 0.0,
+        "replacements": len(gaps),
+        "gaps_ms": gaps,
     }
 
 
@@ -242,6 +279,7 @@ def cmd_versions(_: Celery, __: argparse.Namespace) -> dict:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="benchclient")
     main.add_argument("--app", choices=("kit", "baseline"), default="kit")
+    main.add_argument("--conf", default="{}", help="a JSON object of Celery settings for this client")
     sub = main.add_subparsers(dest="command", required=True)
     sub.add_parser("purge")
     sub.add_parser("versions")
@@ -261,7 +299,12 @@ def parser() -> argparse.ArgumentParser:
     throughput = sub.add_parser("throughput")
     throughput.add_argument("--queue", default="low_priority")
     throughput.add_argument("--tasks", type=int, default=20000)
+    throughput.add_argument("--seconds", type=float, default=0.0)
     throughput.add_argument("--timeout", type=float, default=600)
+    recycling = sub.add_parser("recycling")
+    recycling.add_argument("--queue", default="low_priority")
+    recycling.add_argument("--tasks", type=int, default=5000)
+    recycling.add_argument("--timeout", type=float, default=900)
     events = sub.add_parser("events")
     events.add_argument("--tasks", type=int, required=True)
     events.add_argument("--batch", type=int, default=1000)
@@ -281,6 +324,7 @@ COMMANDS = {
     "backlog": cmd_backlog,
     "priority": cmd_priority,
     "throughput": cmd_throughput,
+    "recycling": cmd_recycling,
     "events": cmd_events,
     "enqueue-probe": cmd_enqueue_probe,
     "wait": cmd_wait,
@@ -291,6 +335,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     app = load_app(args.app) if args.command != "versions" else Celery()
+    app.conf.update(json.loads(args.conf))
     print(json.dumps(COMMANDS[args.command](app, args)))
 
 

@@ -465,22 +465,32 @@ def close_hangs_up(close):
     return closing
 
 
-def _patch(owner, name: str, fix) -> None:
-    if not getattr(getattr(owner, name), "celerykit_atomic_fetch", False):  # once per process
-        setattr(owner, name, fix(getattr(owner, name)))
+def _patches() -> list[tuple[type, str, object]]:
+    poller, channel = kombu_redis.MultiChannelPoller, kombu_redis.Channel
+    return [
+        (poller, "_register_BRPOP", register_doorbell),
+        (poller, "on_poll_start", poll_start_fetches),
+        (poller, "on_readable", readable_rings),
+        (channel, "_poll_error", poll_error_reads_the_doorbell),
+        (channel, "basic_consume", consume_remembers_no_ack),
+        (channel, "close", close_hangs_up),
+        (kombu_redis.QoS, "append", append_once),
+        (kombu_redis.Transport, "register_with_event_loop", loop_marks_the_cycle),
+    ]
 
 
 def apply() -> list[str]:
     """Apply the fix if the installed kombu is one it was read on; return its name (or nothing)."""
     if not affected(version(kombu), KOMBU_READ):
         return []
-    poller, channel = kombu_redis.MultiChannelPoller, kombu_redis.Channel
-    _patch(poller, "_register_BRPOP", register_doorbell)
-    _patch(poller, "on_poll_start", poll_start_fetches)
-    _patch(poller, "on_readable", readable_rings)
-    _patch(channel, "_poll_error", poll_error_reads_the_doorbell)
-    _patch(channel, "basic_consume", consume_remembers_no_ack)
-    _patch(channel, "close", close_hangs_up)
-    _patch(kombu_redis.QoS, "append", append_once)
-    _patch(kombu_redis.Transport, "register_with_event_loop", loop_marks_the_cycle)
+    for owner, name, fix in _patches():
+        if not getattr(getattr(owner, name), "celerykit_atomic_fetch", False):  # once per process
+            setattr(owner, name, fix(getattr(owner, name)))
     return ["a fetched task is recorded unacknowledged in the same step"]
+
+
+def undo() -> None:
+    """kombu's fetch again, for connections made from now on (the benchmark prices the fix with it)."""
+    for owner, name, _ in _patches():
+        if getattr(getattr(owner, name), "celerykit_atomic_fetch", False):
+            setattr(owner, name, getattr(owner, name).__wrapped__)

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 FIRST_RETRY, LAST_RETRY = 0.001, 0.512  # seconds between maintain_pool retries after a child exits
 TIMER_SWEEP_SECONDS = 10  # at 1,000 tasks a second, 10,000 entries to drop: about a millisecond
+FREEZE = "celerykit-freeze"  # the worker_ready receiver's dispatch_uid
 
 
 def reap_promptly(event_process_exit):
@@ -121,16 +122,28 @@ def freeze_what_startup_made(**_) -> None:
     gc.freeze()
 
 
-def _patch(owner, name: str, fix) -> None:
-    if not getattr(getattr(owner, name), "celerykit_patched", False):  # once per process
-        setattr(owner, name, fix(getattr(owner, name)))
+FIXES = (
+    ("_event_process_exit", reap_promptly),
+    ("process_flush_queues", flush_the_reaped_without_waiting),
+    ("register_with_event_loop", pool_sweeps_its_timers),
+)
 
 
 def apply() -> None:
     """Apply the four fixes (the caller checked the Celery and billiard versions)."""
-    _patch(asynpool.AsynPool, "_event_process_exit", reap_promptly)
-    _patch(asynpool.AsynPool, "process_flush_queues", flush_the_reaped_without_waiting)
-    _patch(asynpool.AsynPool, "register_with_event_loop", pool_sweeps_its_timers)
+    for name, fix in FIXES:
+        if not getattr(getattr(asynpool.AsynPool, name), "celerykit_patched", False):  # once per process
+            setattr(asynpool.AsynPool, name, fix(getattr(asynpool.AsynPool, name)))
     billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.005  # from 0.1 s
     billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 6000  # 30 s, as before (300 x 0.1 s)
-    signals.worker_ready.connect(freeze_what_startup_made, dispatch_uid="celerykit-freeze", weak=False)
+    signals.worker_ready.connect(freeze_what_startup_made, dispatch_uid=FREEZE, weak=False)
+
+
+def undo() -> None:
+    """Celery's and billiard's own replacement again (the benchmark prices the fixes with it)."""
+    for name, _ in FIXES:
+        if getattr(getattr(asynpool.AsynPool, name), "celerykit_patched", False):
+            setattr(asynpool.AsynPool, name, getattr(asynpool.AsynPool, name).__wrapped__)
+    billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_INTERVAL = 0.1
+    billiard_pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 300
+    signals.worker_ready.disconnect(dispatch_uid=FREEZE)

@@ -6,6 +6,7 @@ import pytest
 from celerykit_testing.compose import ComposeDeployment
 from conftest import LOW_MAX_TASKS_PER_CHILD, POOLS, Stack
 
+from celerykit import defaults
 from celerykit.settings import DEFAULT_POOLS
 from celerykit.verify import checks
 
@@ -55,12 +56,14 @@ def test_a_failing_task_is_retried_until_it_succeeds(stack: Stack):
 
 @pytest.mark.parametrize("pool", sorted(POOLS))
 def test_pools_run_with_the_kits_limits(stack: Stack, pool: str):
-    """Concurrency, time limits, max tasks per child and prefetch as the worker reports them."""
+    """Concurrency, time limits, max tasks per child and prefetch as the worker reports them (the test
+    stack's low pool replaces its processes sooner than the kit's default)."""
     workers = stack.target.request("GET", stack.target.flower("api/workers?refresh=1")).json()
     (stats,) = [info["stats"] for name, info in workers.items() if name.startswith(f"{pool}@")]
     concurrency = DEFAULT_POOLS[pool][1]
     assert stats["pool"]["max-concurrency"] == concurrency
-    assert stats["pool"]["max-tasks-per-child"] == 100
+    expected = LOW_MAX_TASKS_PER_CHILD if pool == "low" else defaults.POOL["max_tasks_per_child"]
+    assert stats["pool"]["max-tasks-per-child"] == expected
     assert stats["pool"]["timeouts"] == [3300, 3600]
     assert stats["prefetch_count"] == concurrency  # prefetch multiplier 1
 
