@@ -17,6 +17,8 @@ not raised: the message stays in Redis's unacked set and is redelivered after
 
 **A recycled pool process is replaced within milliseconds**: `celerykit.recycling`.
 
+**Task events are sent in batches, a few dozen times a second**: `celerykit.task_events`.
+
 **A fetched task is recorded unacknowledged in the same step** (kombu's Redis transport, kombu#305):
 `celerykit.atomic_fetch`.
 
@@ -69,7 +71,7 @@ from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from celerykit import recycling
+from celerykit import recycling, task_events
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +248,8 @@ def apply() -> list[str]:
         applied.append("cancel keeps the message")
         _patch(consumer_module, "ignore_errors", close_ignoring_any_error)
         applied.append("a lost connection's close cannot stop the worker")
+        task_events.apply()
+        applied.append("task events are sent in batches")
         if affected(version(billiard), BILLIARD_AFFECTED):
             recycling.apply()
             applied.append("a recycled process is replaced within milliseconds")

@@ -99,6 +99,7 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
     applied = [
         "cancel keeps the message",
         "a lost connection's close cannot stop the worker",
+        "task events are sent in batches",
         "a recycled process is replaced within milliseconds",
         "a cancelled consumer's last message goes back",
         "a fetched task is recorded unacknowledged in the same step",
