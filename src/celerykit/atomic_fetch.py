@@ -21,15 +21,17 @@ own Redis write for the message the script recorded (only `_delivered`, for pref
 unchanged.
 
 A script cannot block, so something must say when to run it: each such channel subscribes one pub/sub
-connection (the doorbell: the connection its BRPOP would have held) to the list-push keyevents
-`__keyevent@<db>__:lpush` and `:rpush`, registered with the event loop like kombu's fanout connection.
-A push to one of the channel's queues runs the script (one round trip, as BRPOP's reply did); every idle
-worker consuming that queue tries, the first one gets the message (BRPOP served the longest waiting), the
-others get nil. Every list push in the database reaches every doorbell; a worker ignores the other
-queues' without a round trip. The script also runs once every `brpop_timeout` (1 s) whatever rang, as
-an idle BRPOP returned, so a doorbell that went silent delays a task by at most that. A turn of the event
-loop fetches at most MAX_PER_TURN messages (BRPOP: one), then PINGs the doorbell so that the reply wakes
-the loop for the rest. This needs Redis's `notify-keyspace-events` to include `El` (the kit's
+connection (the doorbell: the connection its BRPOP would have held) to the keyspace events of its own
+queue lists (`__keyspace@<db>__:<queue>`, one channel per queue and priority), registered with the event
+loop like kombu's fanout connection. A push to one of them runs the script (one round trip, as BRPOP's
+reply did); every idle worker consuming that queue tries, the first one gets the message (BRPOP served
+the longest waiting), the others get nil; workers of other queues hear nothing (the list-push keyevents,
+a first version, woke every worker of the deployment for every task: a tenth of a no-op pool's
+throughput with two idle pools beside it). The pops and other list commands on those keys ring too and
+are ignored without a round trip. The script also runs once every `brpop_timeout` (1 s) whatever rang,
+as an idle BRPOP returned, so a doorbell that went silent delays a task by at most that. A turn of the
+event loop fetches at most MAX_PER_TURN messages (BRPOP: one), then PINGs the doorbell so that the reply
+wakes the loop for the rest. This needs Redis's `notify-keyspace-events` to include `Kl` (the kit's
 `celerykit-broker.conf` sets it). The doorbell checks that at start by pushing to (and deleting) a key of
 its own: when no event comes, it logs an error naming the setting and the connection keeps kombu's BRPOP,
 with the window, and with the kit's put-back fixes in `celerykit.patches`. So do channels consumed
@@ -97,14 +99,14 @@ return false
 """
 
 WAKE = "WAKE"  # the doorbell's type among the poller's registrations (kombu's are BRPOP and LISTEN)
-PUSH_EVENTS = ("lpush", "rpush")  # what kombu's _put and restores use; anything else waits for the 1 s run
+PUSHES = frozenset((b"lpush", b"rpush"))  # what kombu's _put and restores use; anything else waits for the 1 s run
 SUBSCRIBE_TIMEOUT = 10  # s: Redis confirms a SUBSCRIBE at once; the kit's socket timeout is as long
-PROBE_TIMEOUT = 0.5  # s to wait for the probe's own keyevent
+PROBE_TIMEOUT = 0.5  # s to wait for the probe's own keyspace event
 MAX_PER_TURN = 10  # messages fetched in one go at most (with credit left), so the event loop gets its turn
 MISSED_PONGS = 2  # the doorbell's unanswered health-check PINGs before it is dropped (kombu's subclient: 2)
 NO_NOTIFICATIONS = (
-    "Redis sent no keyevent for a list push: its notify-keyspace-events setting lacks 'El' (set "
-    "`notify-keyspace-events El` in redis.conf, or in the managed service's parameters). This connection "
+    "Redis sent no keyspace event for a list push: its notify-keyspace-events setting lacks 'Kl' (set "
+    "`notify-keyspace-events Kl` in redis.conf, or in the managed service's parameters). This connection "
     "fetches tasks with kombu's BRPOP, and a worker killed while fetching can lose the task it was handed."
 )
 
@@ -190,10 +192,28 @@ def _ping(channel) -> None:
         connection.disconnect()
 
 
-def _watched(channel) -> set[bytes]:
-    prefix = channel.global_keyprefix
+def _keyspace(channel, key: str) -> str:
+    db = channel.async_pool.connection_kwargs.get("db", 0)
+    return f"__keyspace@{db}__:{channel.global_keyprefix}{key}"
+
+
+def _watched(channel) -> set[str]:
+    """The keyspace channels of the channel's queue lists, every priority."""
     steps = channel.priority_steps
-    return {(prefix + channel._q_for_pri(q, pri)).encode() for q in channel.active_queues for pri in steps}
+    return {_keyspace(channel, channel._q_for_pri(q, pri)) for q in channel.active_queues for pri in steps}
+
+
+def watch_the_queues(channel) -> None:
+    """Subscribe the doorbell to the channel's queue lists as they are now (queues come and go with
+    `add_consumer` / `cancel_consumer`); Redis confirms later, and the coming fetch covers the gap."""
+    doorbell = channel._celerykit_doorbell
+    wanted, current = _watched(channel), set(getattr(channel, "_celerykit_watching", ()))
+    if wanted - current:
+        doorbell.subscribe(*sorted(wanted - current))
+    if current - wanted:
+        doorbell.unsubscribe(*sorted(current - wanted))
+    channel._celerykit_watching = wanted
+    channel._celerykit_pending = True
 
 
 def wake_read(channel) -> int:
@@ -202,12 +222,12 @@ def wake_read(channel) -> int:
     connection = getattr(doorbell, "connection", None)
     if connection is None or connection._sock is None:  # can_read would reconnect behind the poller's back
         return 0
-    watched, rang = _watched(channel), False
+    rang = False
     try:
         while doorbell.connection is not None and doorbell.connection.can_read(timeout=0):
             response = doorbell.parse_response(block=False, timeout=0)  # None for a health-check PONG
             if isinstance(response, list) and len(response) == 3 and response[0] == b"message":
-                rang = rang or response[2] in watched
+                rang = rang or response[2] in PUSHES  # the channel is one of its queues' (subscribed)
     except channel.connection_errors as error:  # this connection only: ring up again at the next turn
         logger.warning("The doorbell's connection failed (%r); subscribing again.", error)
         if doorbell.connection is not None:
@@ -229,40 +249,48 @@ def _registered(cycle, channel) -> bool:
     return sock is not None and cycle._chan_to_sock.get((channel, doorbell, WAKE)) is sock
 
 
-def _subscribe(channel) -> PubSub:
-    """A doorbell subscribed (confirmed by Redis) to the list-push keyevents of the channel's database."""
-    doorbell = getattr(channel, "_celerykit_doorbell", None)
-    if doorbell is None:  # not the prefixed PubSub: it would prefix the keyevent channel names
-        doorbell = channel._celerykit_doorbell = PubSub(channel.async_pool)
-    else:
-        doorbell.reset()  # a fresh connection: the old one is gone or no longer polled
-    db = channel.async_pool.connection_kwargs.get("db", 0)
-    names = [f"__keyevent@{db}__:{event}" for event in PUSH_EVENTS]
+def _confirmed(doorbell, names: list[str]) -> None:
+    """Subscribe to `names` and wait until Redis confirms each."""
     doorbell.subscribe(*names)
-    confirmed, deadline = 0, monotonic() + SUBSCRIBE_TIMEOUT
-    while confirmed < len(names):
+    pending, deadline = set(names), monotonic() + SUBSCRIBE_TIMEOUT
+    while pending:
         left = deadline - monotonic()
         if left <= 0:
             doorbell.reset()
             raise TimeoutError("Redis did not confirm the doorbell's SUBSCRIBE")
         message = doorbell.get_message(timeout=left)
         if message and message["type"] == "subscribe":
-            confirmed += 1
+            pending.discard(bytes_to_str(message["channel"]))
+
+
+def _subscribe(channel) -> PubSub:
+    """A doorbell subscribed (confirmed by Redis) to the keyspace events of the channel's queue lists."""
+    doorbell = getattr(channel, "_celerykit_doorbell", None)
+    if doorbell is None:  # not the prefixed PubSub: it would prefix the keyspace channel names
+        doorbell = channel._celerykit_doorbell = PubSub(channel.async_pool)
+    else:
+        doorbell.reset()  # a fresh connection: the old one is gone or no longer polled
+    channel._celerykit_watching = _watched(channel)
+    _confirmed(doorbell, sorted(channel._celerykit_watching))
     return doorbell
 
 
 def _probe(channel, doorbell) -> bool:
-    """Push to (and delete) a key of our own; whether its keyevent reaches the doorbell."""
+    """Push to (and delete) a key of our own; whether its keyspace event reaches the doorbell."""
     key = f"_celerykit.doorbell.probe.{uuid.uuid4()}"
-    with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-        pipe.lpush(key, "probe").delete(key).execute()  # one transaction: the key never stays
-    wanted = (channel.global_keyprefix + key).encode()
-    deadline = monotonic() + PROBE_TIMEOUT
-    while (left := deadline - monotonic()) > 0:
-        message = doorbell.get_message(timeout=left)
-        if message and message["type"] == "message" and message["data"] == wanted:
-            return True
-    return False
+    probe = _keyspace(channel, key)
+    _confirmed(doorbell, [probe])
+    try:
+        with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+            pipe.lpush(key, "probe").delete(key).execute()  # one transaction: the key never stays
+        deadline = monotonic() + PROBE_TIMEOUT
+        while (left := deadline - monotonic()) > 0:
+            message = doorbell.get_message(timeout=left)
+            if message and message["type"] == "message" and bytes_to_str(message["channel"]) == probe:
+                return True
+        return False
+    finally:
+        doorbell.unsubscribe(probe)  # its confirmation is read, and ignored, with the events
 
 
 def _ring_up(cycle, channel) -> bool:
@@ -314,10 +342,8 @@ def register_doorbell(register_BRPOP):
             return register_BRPOP(cycle, channel)
         if not _registered(cycle, channel) and not _ring_up(cycle, channel):
             return register_BRPOP(cycle, channel)
-        queues = frozenset(channel.active_queues)
-        if queues != getattr(channel, "_celerykit_queues", None):  # events for new queues were not watched
-            channel._celerykit_queues = queues
-            channel._celerykit_pending = True
+        if _watched(channel) != getattr(channel, "_celerykit_watching", None):  # queues came or went
+            watch_the_queues(channel)
         return None
 
     register.celerykit_atomic_fetch = True

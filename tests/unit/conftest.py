@@ -11,7 +11,7 @@ from celerykit_testing.local_redis import Server, start_redis, stop_redis
 
 @pytest.fixture(scope="session")
 def redis_el(tmp_path_factory) -> Iterator[Server]:
-    """With the list-push keyevents the kit's broker sets (`notify-keyspace-events El`)."""
+    """With the keyspace events the kit's broker sets (its `notify-keyspace-events`)."""
     server = start_redis(tmp_path_factory.mktemp("redis-el"), notifications=True)
     yield server
     stop_redis(server)

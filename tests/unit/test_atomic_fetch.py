@@ -407,7 +407,7 @@ def test_a_turn_fetches_a_few_and_the_doorbell_brings_the_loop_back_for_the_rest
     other work, and PINGs the doorbell: its reply wakes the poll at once, as a BRPOP's reply would
     (without it the rest would wait for the next timer, up to a second per turn)."""
     waiting = atomic_fetch.MAX_PER_TURN + 5
-    for n in range(waiting):  # before the doorbell exists: no keyevent will make it readable
+    for n in range(waiting):  # before the doorbell exists: no keyspace event will make it readable
         publish(broker.url, "w", {"n": n})
     worker = Worker(broker.url, ["w"], prefetch=0)
     workers.append(worker)
@@ -440,6 +440,57 @@ def test_a_dropped_doorbell_subscribes_again(broker, workers, caplog):
     assert redis.Redis.from_url(url).hlen("unacked") == 3
 
 
+def rings(worker: Worker) -> int:
+    """Doorbell messages the worker's event loop has read so far (pushes, pops, confirmations)."""
+    return worker.channel.__dict__.get("_test_rings", 0)
+
+
+def counting_rings(monkeypatch) -> None:
+    read = atomic_fetch.wake_read
+
+    def counted(channel):
+        channel._test_rings = channel.__dict__.get("_test_rings", 0) + 1
+        return read(channel)
+
+    monkeypatch.setattr(atomic_fetch, "wake_read", counted)
+
+
+def test_a_push_wakes_only_the_workers_of_its_queue(broker, workers, monkeypatch):
+    """Each doorbell listens to its own queues' lists: a busy queue next door wakes nobody else."""
+    counting_rings(monkeypatch)
+    busy, idle = Worker(broker.url, ["busy"], prefetch=100), Worker(broker.url, ["idle"])
+    workers += [busy, idle]
+    for worker in workers:
+        worker.until(lambda w=worker: atomic_fetch._registered(w.cycle, w.channel))
+    for worker in workers:
+        worker.turn()
+    before = rings(idle)
+    for n in range(20):
+        publish(broker.url, "busy", {"n": n})
+    busy.until(lambda: len(busy.received) == 20)
+    for _ in range(5):
+        idle.turn()
+    assert rings(busy) >= 1
+    assert rings(idle) == before  # nothing read: the 20 pushes never reached it
+    publish(broker.url, "idle", {"n": 1})
+    idle.until(lambda: len(idle.received) == 1)
+    assert rings(idle) > before
+
+
+def test_a_queue_consumed_later_is_watched_too(broker, workers):
+    """Celery's add_consumer: the doorbell subscribes to the new queue's lists, every priority."""
+    worker = Worker(broker.url, ["w"])
+    workers.append(worker)
+    worker.until(lambda: atomic_fetch._registered(worker.cycle, worker.channel))
+    worker.consumer.add_queue(Queue("later"))
+    worker.consumer.consume()
+    worker.turn()
+    assert {"__keyspace@0__:later", "__keyspace@0__:later\x06\x169"} <= worker.channel._celerykit_watching
+    publish(broker.url, "later", {"n": 1}, priority=9)
+    worker.until(lambda: len(worker.received) == 1)
+    assert worker.received[0][0] == {"n": 1}
+
+
 # -- without notifications ----------------------------------------------------------------------------------
 
 
@@ -449,7 +500,7 @@ def test_without_notifications_the_worker_logs_the_setting_and_keeps_brpop(plain
     workers.append(worker)
     with caplog.at_level(logging.ERROR, logger="celerykit.atomic_fetch"):
         worker.turn()
-    assert "notify-keyspace-events El" in caplog.text
+    assert "notify-keyspace-events Kl" in caplog.text
     assert worker.cycle._celerykit_atomic is False
     assert worker.channel._in_poll  # a BRPOP waits
     assert list(worker.cycle._fd_to_chan.values()) == [(worker.channel, "BRPOP")]

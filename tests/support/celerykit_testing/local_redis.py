@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import redis
@@ -30,8 +31,15 @@ class Server:
         return redis.Redis(host="127.0.0.1", port=self.port)
 
 
+def broker_notifications() -> str:
+    """The keyspace events the kit's broker configuration turns on."""
+    conf = resources.files("celerykit") / "share" / "redis" / "celerykit-broker.conf"
+    (line,) = [line for line in conf.read_text().splitlines() if line.startswith("notify-keyspace-events ")]
+    return line.split()[1]
+
+
 def start_redis(directory: Path, notifications: bool) -> Server:
-    """`notifications`: the list-push keyevents the kit's broker configuration turns on."""
+    """`notifications`: the keyspace events the kit's broker configuration turns on."""
     assert shutil.which("redis-server"), "redis-server is not on PATH: scripts/bootstrap-host.sh --test-tools"
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("127.0.0.1", 0))
@@ -40,7 +48,7 @@ def start_redis(directory: Path, notifications: bool) -> Server:
     argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(directory), "--logfile", str(log)]
     if notifications:
-        argv += ["--notify-keyspace-events", "El"]
+        argv += ["--notify-keyspace-events", broker_notifications()]
     server = Server(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), log)
     deadline = time.monotonic() + 10
     while True:
