@@ -90,6 +90,8 @@ fi
 # name); of the libraries it links, liblzf1 and libjemalloc2 are often missing.
 if [ "${1:-}" = --test-tools ]; then
   command -v wrk >/dev/null 2>&1 || apt_install wrk
+  # tcpdump: the capture of Redis's traffic (tests/stack/test_attack_surface.py), in its network namespace.
+  command -v tcpdump >/dev/null 2>&1 || apt_install tcpdump
   # Headless Chromium for the browser test (tests/stack/test_browser.py).
   command -v chromium >/dev/null 2>&1 || { say "installing chromium (headless browser)"; apt_install chromium; }
   if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then

@@ -150,6 +150,13 @@ STACK = [
         lambda: f"`{kit.REDIS_MAXMEMORY}`",
         "Redis refuses writes beyond this (`512mb`, `2gb`; `0`: no limit); nothing queued is evicted",
     ),
+    (
+        "`CELERYKIT_REDIS_TLS`",
+        lambda: "`false`",
+        "`true`: every service reaches Redis over TLS only (its plain port closed); `init` makes the stack's own "
+        "CA and Redis's certificate for the name `redis` in the secrets directory (`redis-ca.crt`, "
+        "`redis-server.crt`; the keys root's only), or keeps yours; clients check both",
+    ),
     ("`CELERYKIT_PROMETHEUS_RETENTION`", lambda: f"`{kit.PROMETHEUS_RETENTION}`", "how long Prometheus keeps samples"),
     (
         "`CELERYKIT_ALERT_SMARTHOST` / `CELERYKIT_ALERT_MAIL_TO` / `CELERYKIT_ALERT_MAIL_FROM`",

@@ -28,4 +28,6 @@ class FilterModule:
             "watch_environment": monitoring.watch_environment,
             # {{ user | celerykit.platform.htpasswd_line(password) }} -> user:{SSHA}...
             "htpasswd_line": proxy.htpasswd_line,
+            # {{ celerykit_redis_tls | celerykit.platform.redis_tls(clients, redis_hosts) }} -> true/false
+            "redis_tls": inventory.redis_tls,
         }

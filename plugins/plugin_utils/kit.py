@@ -16,6 +16,6 @@ if str(SOURCE / "src") not in sys.path:
     sys.path.insert(0, str(SOURCE / "src"))
 
 import celerykit  # noqa: E402
-from celerykit import defaults, inventory, monitoring, pools, proxy, tls  # noqa: E402
+from celerykit import defaults, inventory, monitoring, pki, pools, proxy, tls  # noqa: E402
 
-__all__ = ["SOURCE", "celerykit", "defaults", "inventory", "monitoring", "pools", "proxy", "tls"]
+__all__ = ["SOURCE", "celerykit", "defaults", "inventory", "monitoring", "pki", "pools", "proxy", "tls"]

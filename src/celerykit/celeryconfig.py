@@ -25,6 +25,13 @@ def kit_settings(env: Env) -> dict[str, Any]:
             "socket_keepalive": True,
         },
         "result_backend_transport_options": visibility,
+        # TLS (rediss://): Redis's certificate checked against the CA and the host name, for the
+        # broker and the result backend alike (CELERYKIT_REDIS_TLS).
+        **(
+            {"broker_use_ssl": redis.tls.ssl_options(), "redis_backend_use_ssl": redis.tls.ssl_options()}
+            if redis.tls
+            else {}
+        ),
         "redis_socket_timeout": defaults.REDIS_SOCKET_TIMEOUT,
         "redis_socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT,
         "redis_socket_keepalive": True,

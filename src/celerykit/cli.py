@@ -47,9 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return 0 if CHECKS[args.service](env) else 1
         if args.command == "init-secrets":
-            from celerykit.secrets import ensure_secrets
+            from celerykit.secrets import ensure_redis_tls, ensure_secrets
+            from celerykit.settings import redis_tls_names
 
-            for path in ensure_secrets(args.directory, args.group):
+            generated = ensure_secrets(args.directory, args.group)
+            if names := redis_tls_names(env):
+                generated += ensure_redis_tls(args.directory, names)
+            for path in generated:
                 print(f"celerykit: generated {path.name}", file=sys.stderr)
             return 0
         if args.command == "pools":

@@ -181,6 +181,50 @@ def _host_ports(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None
         c.host_port(f"{name}[{index}]", target)
 
 
+TLS_CHOICES = ("AUTO", "TRUE", "FALSE")
+
+
+def redis_tls(setting: Any, clients: Sequence[str], redis_hosts: Sequence[str]) -> bool:
+    """Whether Redis's clients reach it over TLS: `auto` when a client runs on a host other than
+    Redis's (its traffic crosses a network; with no Redis host, a managed Redis: always), else as set."""
+    if isinstance(setting, bool):
+        return setting
+    choice = str(setting).strip().lower()
+    if choice == "auto":
+        return bool(set(clients) - set(redis_hosts))
+    return choice == "true"
+
+
+def _tls_choice(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    if not isinstance(value, bool):
+        c.one_of(name, str(value), TLS_CHOICES)
+
+
+def _files_together(*others: str) -> Check:
+    """This variable's controller file goes with the others' (a certificate with its key and CA):
+    all of them, or none."""
+
+    def check(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+        group = {name: value, **{other: args.get(other, "") for other in others}}
+        if len({bool(v) for v in group.values()}) > 1:
+            names = " and ".join(group)
+            c.refuse(name, f"goes with {', '.join(others)}: give {names}, or none", [group[n] or "" for n in group])
+            return
+        for each, path in group.items():
+            _controller_files(c, each, path, args)
+
+    return check
+
+
+def _redis_ca(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    """The CA a TLS client checks Redis against: the kit's own when it deploys Redis, else given."""
+    if value:
+        _controller_files(c, name, value, args)
+    elif args.get("celerykit_app_redis_tls_on") and not args.get("celerykit_app_redis_hosts"):
+        rule = "must name the CA of your Redis's certificate (no host in group redis: the kit makes no CA)"
+        c.refuse(name, rule, value)
+
+
 def _checked_with(_: Checker, __: str, ___: Any, ____: Mapping[str, Any]) -> None:
     """Context for another variable's check (e.g. the user a password must differ from)."""
 
@@ -192,6 +236,11 @@ CHECKS: dict[str, Check] = {
     "celerykit_redis_user": _redis_user,
     "celerykit_redis_password": _password_of("celerykit_redis_user", defaults.REDIS_USER),
     "celerykit_redis_maxmemory": lambda c, name, value, _: c.redis_memory(name, value) and None,
+    "celerykit_redis_tls": _tls_choice,
+    "celerykit_redis_tls_cert": _files_together("celerykit_redis_tls_key", "celerykit_redis_tls_ca"),
+    "celerykit_redis_tls_key": _checked_with,
+    "celerykit_redis_tls_ca": _checked_with,
+    "celerykit_redis_tls_client_certificates": lambda c, name, value, _: c.flag(name, value) and None,
     # app role
     "celerykit_app_home": _home,
     "celerykit_app_redis_host": _text,
@@ -199,6 +248,13 @@ CHECKS: dict[str, Check] = {
     "celerykit_app_redis_db": _whole_at_least(0, 15),
     "celerykit_app_redis_user": _redis_user,
     "celerykit_app_redis_password": _password_of("celerykit_app_redis_user", defaults.REDIS_USER),
+    "celerykit_app_redis_tls": _tls_choice,
+    "celerykit_app_redis_ca": _redis_ca,
+    "celerykit_app_redis_tls_on": _checked_with,
+    "celerykit_app_redis_hosts": _checked_with,
+    "celerykit_app_redis_tls_cert": _files_together("celerykit_app_redis_tls_key"),
+    "celerykit_app_redis_tls_key": _checked_with,
+    "celerykit_app_redis_tls_client_certificates": lambda c, name, value, _: c.flag(name, value) and None,
     "celerykit_app_visibility_timeout": _whole_at_least(MIN_VISIBILITY_TIMEOUT),
     "celerykit_app_broker_connection_max_retries": _whole_at_least(1),
     "celerykit_app_log_level": _log_level,

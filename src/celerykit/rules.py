@@ -96,6 +96,32 @@ class Checker:
             return None
         return value.upper()
 
+    def flag(self, name: str, value: Any) -> bool | None:
+        """true or false (any case); a bool as Ansible gives it."""
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        self.refuse(name, "must be true or false", value)
+        return None
+
+    def readable_file(self, name: str, value: Any) -> Path | None:
+        """The path of a file this process can read (a certificate, a key, a CA bundle)."""
+        if not isinstance(value, str) or not value.strip():
+            self.refuse(name, "must be set to a file's path", value)
+            return None
+        path = Path(value.strip())
+        try:
+            with path.open("rb"):
+                pass
+        except FileNotFoundError:
+            self.refuse(name, "must name an existing file", str(path))
+            return None
+        except OSError:
+            self.refuse(name, "must name a file this user may read", str(path))
+            return None
+        return path
+
     def below(self, name: str, value: int | None, other: str, limit: int | None) -> None:
         if value is not None and limit is not None and value >= limit:
             self.refuse(name, f"must be below {other} ({limit})", value)

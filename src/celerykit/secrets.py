@@ -3,6 +3,11 @@
 A secret file the user put in place is kept as it is, provided it passes the kit's rules (an
 empty or weak one stops the start with a message naming the file). Generated files are readable
 by the services' group only.
+
+With Redis over TLS (CELERYKIT_REDIS_TLS), also Redis's certificate: signed by a CA of the stack's own
+(celerykit.pki) unless the user put one in place, and issued again when it no longer covers Redis's
+name or is near its end. The CA's and Redis's keys are readable by root only (Redis's entrypoint hands
+its key to the redis user); the certificates by all.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from celerykit import pki
 from celerykit.rules import Checker
 
 
@@ -58,3 +64,45 @@ def ensure_secrets(directory: Path, group: int | None = None) -> list[Path]:
             os.chown(directory / secret.filename, -1, group)
             os.chmod(directory / secret.filename, 0o440)
     return generated
+
+
+# Redis's TLS files in the secrets directory: the CA clients trust, and Redis's certificate and key.
+REDIS_CA, REDIS_CA_KEY = "redis-ca.crt", "redis-ca.key"
+REDIS_CERT, REDIS_KEY = "redis-server.crt", "redis-server.key"
+
+
+def _write(path: Path, content: bytes, mode: int) -> None:
+    partial = path.with_name(path.name + ".new")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    partial.replace(path)  # a reader sees the old file or the new one, never half of one
+
+
+def ensure_redis_tls(directory: Path, names: list[str]) -> list[Path]:
+    """Redis's certificate for `names` (what clients connect to), from the stack's own CA: made on the
+    first start, issued again when it no longer fits. Files the user placed (a certificate, its key and
+    their CA, without the CA's key) are kept as they are. Returns the files written now."""
+    ca, ca_key = directory / REDIS_CA, directory / REDIS_CA_KEY
+    cert, key = directory / REDIS_CERT, directory / REDIS_KEY
+    if ca.exists() and not ca_key.exists():  # the user's own PKI
+        check = Checker()
+        for path in (cert, key):
+            if not path.exists():
+                check.refuse(f"secret file {path}", f"must exist beside {ca.name} (Redis's certificate and key)")
+        check.raise_if_any()
+        return []
+    written = []
+    if not ca_key.exists():
+        authority = pki.make_ca("celerykit stack CA for Redis")
+        _write(ca_key, authority.key, 0o400)
+        _write(ca, authority.cert, 0o444)
+        written += [ca_key, ca]
+    authority = pki.Pair(ca_key.read_bytes(), ca.read_bytes())
+    if not (cert.exists() and key.exists() and pki.still_good(cert.read_bytes(), authority.cert, names)):
+        issued = pki.issue(authority, names)
+        _write(key, issued.key, 0o400)
+        _write(cert, issued.cert, 0o444)
+        written += [key, cert]
+    return written

@@ -8,6 +8,7 @@ fault; the defaults live in celerykit.defaults. A variable that is unset or empt
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,12 +70,52 @@ def comma_list(raw: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
+class RedisTLS:
+    """How clients reach Redis over TLS: the CA that signed Redis's certificate (checked, with the
+    host name), and a client certificate when Redis asks for one."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def ssl_options(self) -> dict[str, Any]:
+        """Celery's broker_use_ssl / redis_backend_use_ssl (redis-py's SSLConnection arguments)."""
+        options: dict[str, Any] = {
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+            "ssl_ca_certs": str(self.ca_file),
+            "ssl_check_hostname": True,
+        }
+        if self.cert_file and self.key_file:
+            options |= {"ssl_certfile": str(self.cert_file), "ssl_keyfile": str(self.key_file)}
+        return options
+
+    @classmethod
+    def from_env(cls, env: Env, check: Checker) -> RedisTLS | None:
+        if not check.flag("CELERYKIT_REDIS_TLS", env.get("CELERYKIT_REDIS_TLS", "false")):
+            return None  # the files are not read (compose names the CA's whether TLS is on or not)
+        ca = check.readable_file("CELERYKIT_REDIS_CA_FILE", env.get("CELERYKIT_REDIS_CA_FILE"))
+        cert, key = env.get("CELERYKIT_REDIS_CERT_FILE"), env.get("CELERYKIT_REDIS_KEY_FILE")
+        if (cert is None) != (key is None):
+            given, missing = (
+                ("CELERYKIT_REDIS_CERT_FILE", "CELERYKIT_REDIS_KEY_FILE")
+                if key is None
+                else ("CELERYKIT_REDIS_KEY_FILE", "CELERYKIT_REDIS_CERT_FILE")
+            )
+            check.refuse(given, f"needs {missing} too (a client certificate and its key)", cert or key)
+            return None
+        cert_file = check.readable_file("CELERYKIT_REDIS_CERT_FILE", cert) if cert is not None else None
+        key_file = check.readable_file("CELERYKIT_REDIS_KEY_FILE", key) if key is not None else None
+        return cls(ca, cert_file, key_file) if ca else None
+
+
+@dataclass(frozen=True)
 class Redis:
     host: str
     port: int
     db: int
     user: str
     password: str
+    tls: RedisTLS | None = None
 
     @classmethod
     def from_env(cls, env: Env, checker: Checker | None = None) -> Redis:
@@ -94,6 +135,7 @@ class Redis:
             db=check.whole("CELERYKIT_REDIS_DB", env.get("CELERYKIT_REDIS_DB", 0), 0, 15),
             user=user,
             password=password,
+            tls=RedisTLS.from_env(env, check),
         )
         if checker is None:
             check.raise_if_any()
@@ -102,7 +144,16 @@ class Redis:
     @property
     def url(self) -> str:
         credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-        return f"redis://{credentials}@{self.host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{credentials}@{self.host}:{self.port}/{self.db}"
+
+
+def redis_tls_names(env: Env) -> list[str]:
+    """The names Redis's certificate must carry when its clients use TLS: the host they connect to
+    (CELERYKIT_REDIS_HOST); none when they do not."""
+    check = Checker()
+    tls = check.flag("CELERYKIT_REDIS_TLS", env.get("CELERYKIT_REDIS_TLS", "false"))
+    check.raise_if_any()
+    return [env.get("CELERYKIT_REDIS_HOST", defaults.REDIS_HOST)] if tls else []
 
 
 def visibility_timeout(env: Env, checker: Checker | None = None) -> int:
@@ -267,6 +318,7 @@ def check_deployment(env: Env) -> list[Pool]:
         replicas = f"CELERYKIT_{name.upper()}_REPLICAS"
         check.replicas(replicas, env.get(replicas, defaults.REPLICAS))
     broker_connection_max_retries(env, check)
+    check.flag("CELERYKIT_REDIS_TLS", env.get("CELERYKIT_REDIS_TLS", "false"))  # its files: `init-secrets`
     log_level(env, check)
     log_format(env, check)
     check.redis_memory("CELERYKIT_REDIS_MAXMEMORY", env.get("CELERYKIT_REDIS_MAXMEMORY", defaults.REDIS_MAXMEMORY))

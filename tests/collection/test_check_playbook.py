@@ -124,6 +124,30 @@ CASES = [
         ["celerykit_app_broker_connection_max_retries must be at least 1, got 0"],
     ),
     (
+        "redis-tls-word",
+        {"celerykit_redis_tls": "maybe"},
+        ["celerykit_redis_tls must be one of AUTO, TRUE, FALSE, got 'maybe'"],
+    ),
+    (
+        "app-redis-tls-word",
+        {"celerykit_app_redis_tls": "yes"},
+        ["celerykit_app_redis_tls must be one of AUTO, TRUE, FALSE, got 'yes'"],
+    ),
+    (
+        "redis-tls-certificate-alone",
+        {"celerykit_redis_tls_cert": "/etc/hostname"},
+        [
+            "celerykit_redis_tls_cert goes with celerykit_redis_tls_key, celerykit_redis_tls_ca: give "
+            "celerykit_redis_tls_cert and celerykit_redis_tls_key and celerykit_redis_tls_ca, or none, "
+            "got ['/etc/hostname', '', '']"
+        ],
+    ),
+    (
+        "redis-ca-missing",
+        {"celerykit_app_redis_ca": "/nonexistent/ca.crt"},
+        ["celerykit_app_redis_ca must be a file on the controller, got '/nonexistent/ca.crt'"],
+    ),
+    (
         "redis-port-too-big",
         {"celerykit_redis_port": 70000},
         ["celerykit_redis_port must be between 1 and 65535, got 70000"],

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -113,20 +114,27 @@ def test_flower_ui_api_and_control_endpoints_refuse_anonymous_and_wrong_credenti
     assert checks.wait_for_task(target, task)["state"] == "SUCCESS"  # not revoked
 
 
-# Python run inside a worker container: speak RESP to Redis. Reads the Celery user's password
-# from the mounted secret file, so it never appears on a command line.
+# Python run inside a worker container: speak RESP to Redis, over TLS when the stack runs it (as the
+# worker does: the stack's CA, Redis's name checked). Reads the Celery user's password from the
+# mounted secret file, so it never appears on a command line.
 REDIS_PROBE = """
-import json, socket
+import json, os, socket, ssl
 def command(sock, *args):
     sock.sendall(b"".join([b"*%d\\r\\n" % len(args)] + [b"$%d\\r\\n%s\\r\\n" % (len(a), a) for a in args]))
     return sock.recv(4096).decode(errors="replace").split("\\r\\n")[0]
+def connect():
+    sock = socket.create_connection(("redis", 6379), timeout=5)
+    if os.environ.get("CELERYKIT_REDIS_TLS", "").lower() == "true":
+        context = ssl.create_default_context(cafile=os.environ["CELERYKIT_REDIS_CA_FILE"])
+        sock = context.wrap_socket(sock, server_hostname="redis")
+    return sock
 password = open("/run/celerykit/secrets/redis_password", "rb").read().strip()
 seen = {}
-with socket.create_connection(("redis", 6379), timeout=5) as anonymous:
+with connect() as anonymous:
     for name, args in [("PING", [b"PING"]), ("GET", [b"GET", b"x"]), ("FLUSHALL", [b"FLUSHALL"])]:
         seen["anonymous " + name] = command(anonymous, *args)
     seen["AUTH default"] = command(anonymous, b"AUTH", b"default", password)
-with socket.create_connection(("redis", 6379), timeout=5) as celery:
+with connect() as celery:
     seen["AUTH celery"] = command(celery, b"AUTH", b"celery", password)
     for name, args in [
         ("FLUSHALL", [b"FLUSHALL"]), ("FLUSHDB", [b"FLUSHDB"]), ("CONFIG GET", [b"CONFIG", b"GET", b"dir"]),
@@ -178,8 +186,68 @@ def test_redis_is_reachable_from_its_network_only(stack: Stack):
     assert not [s for results in outside.values() for s, outcome in results.items() if outcome == "open"], outside
 
 
+def redis_over_tls(stack: Stack) -> bool:
+    return stack.compose.env.get("CELERYKIT_REDIS_TLS", "").lower() == "true"
+
+
+@pytest.mark.capture
+def test_what_crosses_the_network_to_redis_holds_no_password_and_no_task_argument(stack: Stack, tmp_path: Path):
+    """A capture of Redis's traffic on the stack's network (tcpdump in Redis's network namespace) while
+    a worker logs in again (a restart: AUTH with the Celery user's password) and a task with a marked
+    argument runs. Over TLS (CELERYKIT_REDIS_TLS) it holds neither; in plain text, both (so the capture
+    sees what it should)."""
+    if shutil.which("tcpdump") is None or shutil.which("nsenter") is None:
+        pytest.fail("tcpdump and nsenter are not installed (scripts/bootstrap-host.sh --test-tools installs them)")
+    pid = stack.compose.inspect("redis")["State"]["Pid"]
+    capture = tmp_path / "redis.pcap"
+    marker = f"celerykit-marker-{uuid.uuid4().hex}"
+    tcpdump = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/proc/{pid}/ns/net",
+            "tcpdump",
+            "-i",
+            "any",
+            "-U",
+            "-s",
+            "0",
+            "-w",
+            str(capture),
+            "port",
+            "6379",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)  # tcpdump is listening
+        stack.compose.run("restart", "worker-high")
+        stack.compose.wait_healthy("worker-high")
+        response = stack.target.request(
+            "POST",
+            stack.target.flower("api/task/send-task/celery.accumulate"),
+            body={"args": [marker], "queue": "high_priority"},
+        )
+        task = response.json()["task-id"]
+        assert checks.wait_for_task(stack.target, task)["state"] == "SUCCESS"
+        time.sleep(1)
+    finally:
+        tcpdump.terminate()
+        tcpdump.wait(timeout=10)
+    seen = capture.read_bytes()
+    password = (stack.secrets / "redis_password").read_text().strip().encode()
+    found = {"password": password in seen, "task argument": marker.encode() in seen}
+    drills.record("attack-redis-capture", tls=redis_over_tls(stack), bytes=len(seen), found=found)
+    assert len(seen) > 10_000, "the capture holds next to nothing: nothing to conclude"
+    if redis_over_tls(stack):
+        assert found == {"password": False, "task argument": False}
+    else:
+        assert found == {"password": True, "task argument": True}  # plain text: what TLS hides
+
+
 def secrets_of(stack: Stack) -> dict[str, str]:
-    return {p.name: p.read_text().strip() for p in stack.secrets.iterdir() if p.is_file()}
+    """The secret files' contents (certificates are public: with Redis over TLS, its CA's and its own)."""
+    return {p.name: p.read_text().strip() for p in stack.secrets.iterdir() if p.is_file() and p.suffix != ".crt"}
 
 
 def test_no_secret_in_process_lists_logs_or_container_configuration(stack: Stack):
@@ -240,9 +308,10 @@ def test_secrets_are_not_readable_by_other_users(stack: Stack, service: str):
         out = stack.compose.exec(
             service, "sh", "-c", "stat -c '%a %U %n' /run/celerykit/secrets/* /run/redis/users.acl"
         )
+        lines = [line for line in out.stdout.splitlines() if not line.endswith(".crt")]
         drills.record(f"attack-secret-files-{service}", modes=out.stdout.splitlines())
-        assert len(out.stdout.splitlines()) == 4
-        for line in out.stdout.splitlines():
+        assert len(lines) == len(secrets) + 1  # the secret files and the ACL file
+        for line in lines:
             assert line.split()[0][-1] == "0", line  # nothing for others
         return
     # A process may end between the glob and ls: ls then fails for that one and lists the rest.
@@ -264,7 +333,7 @@ def test_secrets_are_not_readable_by_other_users(stack: Stack, service: str):
 
 
 def test_host_side_secret_and_key_files_are_closed_to_others(stack: Stack):
-    modes = {p.name: p.stat().st_mode & 0o777 for p in stack.secrets.iterdir()}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in stack.secrets.iterdir() if p.suffix != ".crt"}
     tls = Path(stack.compose.env["CELERYKIT_TLS_DIR"])
     modes["tls.key"] = (tls / "tls.key").stat().st_mode & 0o777
     drills.record("attack-host-file-modes", modes={k: oct(v) for k, v in modes.items()})

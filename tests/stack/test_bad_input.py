@@ -7,6 +7,7 @@ container. Values compose itself refuses (an invalid port) fail `up` before anyt
 """
 
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,18 @@ def write_secret(compose: Compose, name: str, value: str) -> None:
 def snapshot(compose: Compose) -> dict[str, tuple]:
     """Each service's container id, state and health: what must not change."""
     return {name: (s["ID"], s["State"], s.get("Health", "")) for name, s in compose.services().items()}
+
+
+def settled(compose: Compose, timeout: float = 180) -> dict[str, tuple]:
+    """The snapshot once no container's health check is still `starting` (a pool an earlier test
+    restarted turns healthy on its own schedule, which is not a change this test made)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = snapshot(compose)
+        if all(health != "starting" for _, _, health in before.values()):
+            return before
+        assert time.monotonic() < deadline, f"health checks still starting after {timeout:.0f}s: {before}"
+        time.sleep(1)
 
 
 def check_settings(stack: Stack, **env: str) -> subprocess.CompletedProcess[str]:
@@ -97,7 +110,7 @@ def init_errors(result: subprocess.CompletedProcess[str]) -> list[str]:
 def test_a_bad_setting_is_refused_by_name_and_the_running_stack_stays_as_it_was(
     stack: Stack, settings: dict[str, str], lines: list[str]
 ):
-    before = snapshot(stack.compose)
+    before = settled(stack.compose)
     result = check_settings(stack, **settings)
     assert result.returncode == 78, result.stdout + result.stderr
     assert sorted(init_errors(result)) == sorted(lines)
@@ -108,7 +121,7 @@ def test_a_bad_setting_is_refused_by_name_and_the_running_stack_stays_as_it_was(
 def test_an_empty_or_weak_secret_is_refused_and_the_running_stack_stays_as_it_was(
     stack: Stack, tmp_path: Path, secret: str, value: str, rule: str
 ):
-    before = snapshot(stack.compose)
+    before = settled(stack.compose)
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / secret).write_text(value)
     result = check_settings(stack, CELERYKIT_SECRETS_DIR=str(tmp_path / "secrets"))
@@ -126,7 +139,7 @@ def test_the_running_stacks_own_settings_pass_the_same_check(stack: Stack):
 
 
 def test_a_failed_up_with_a_port_compose_refuses_leaves_the_running_stack_as_it_was(stack: Stack):
-    before = snapshot(stack.compose)
+    before = settled(stack.compose)
     bad = Compose(stack.compose.project, {**stack.compose.env, "CELERYKIT_HTTPS_PORT": "99999"}, stack.compose.files)
     result = bad.run("up", "--detach", "--wait", check=False)
     assert result.returncode != 0

@@ -97,6 +97,9 @@ def test_hosts_and_compose_give_each_service_the_same_settings(template: str, se
     demo_only = {k for k in in_compose if k.startswith("CELERYKIT_DEMO_")}  # the demo app's knobs, not the kit's
     # Compose leaves these to the settings' own defaults; hosts pin them explicitly.
     host_only = {"CELERYKIT_REDIS_PORT", "CELERYKIT_REDIS_DB", "CELERYKIT_REDIS_USER"}
+    # Client certificates to Redis are a hosts' option: compose's Redis shares its backend network
+    # with the stack's own services only, and asks for none.
+    host_only |= {"CELERYKIT_REDIS_CERT_FILE", "CELERYKIT_REDIS_KEY_FILE"}
     if service == "worker-high":
         host_only |= {"CELERYKIT_POOL_EXTRA_ARGS"}
     assert on_hosts - host_only == in_compose - demo_only

@@ -9,7 +9,12 @@ testinfra_hosts = ["ansible://redis"]
 def redis_cli(host, *args, password=None):
     auth = f"REDISCLI_AUTH={password!s} " if password else ""
     user = "--user celery " if password else ""
-    return host.run(f"{auth}redis-cli --no-auth-warning {user}-h 127.0.0.1 " + " ".join(args))
+    tls = "--tls --cacert /etc/redis/tls/ca.crt " if over_tls(host) else ""  # its only port then
+    return host.run(f"{auth}redis-cli {tls}--no-auth-warning {user}-h 127.0.0.1 " + " ".join(args))
+
+
+def over_tls(host) -> bool:
+    return "tls-port" in host.file("/etc/redis/redis.conf").content_string
 
 
 def test_anonymous_clients_are_refused(host):

@@ -17,15 +17,27 @@ from pathlib import Path
 import redis
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """Redis's TLS: its certificate and key, the CA it checks client certificates against, and
+    whether it asks clients for one."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_certificates: bool = False
+
+
 @dataclass
 class Server:
     port: int
     process: subprocess.Popen
     log: Path
+    tls: ServerTLS | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port)
@@ -38,24 +50,39 @@ def broker_notifications() -> str:
     return line.split()[1]
 
 
-def start_redis(directory: Path, notifications: bool) -> Server:
-    """`notifications`: the keyspace events the kit's broker configuration turns on."""
+def start_redis(
+    directory: Path, notifications: bool, tls: ServerTLS | None = None, password: str | None = None
+) -> Server:
+    """`notifications`: the keyspace events the kit's broker configuration turns on; `tls`: TLS only,
+    the plain port closed (as the kit's Redis with TLS); `password`: the default user's (in a file)."""
     assert shutil.which("redis-server"), "redis-server is not on PATH: scripts/bootstrap-host.sh --test-tools"
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log = directory / "redis.log"
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    conf = directory / "redis.conf"
+    conf.touch(mode=0o600)
+    conf.write_text(f"requirepass {password}\n" if password else "")
+    argv = ["redis-server", str(conf), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if tls:
+        argv += ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.cert)]
+        argv += ["--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]
+        argv += ["--tls-auth-clients", "yes" if tls.client_certificates else "no"]
+    else:
+        argv += ["--port", str(port)]
     argv += ["--dir", str(directory), "--logfile", str(log)]
     if notifications:
         argv += ["--notify-keyspace-events", broker_notifications()]
-    server = Server(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), log)
+    server = Server(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), log, tls)
     deadline = time.monotonic() + 10
     while True:
         try:
-            server.client().ping()
+            if tls:  # up once it accepts connections; the tests speak TLS to it themselves
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            else:
+                server.client().ping()
             return server
-        except redis.ConnectionError as error:
+        except (redis.ConnectionError, OSError) as error:
             if server.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(
                     f"redis-server did not start: {log.read_text() if log.exists() else ''}"

@@ -1,0 +1,125 @@
+"""The kit's own CA for Redis's TLS: one recipe for the compose stack's init and the hosts' controller.
+
+When the user brings no certificate for Redis, the kit makes a CA for the deployment's internal network
+and has it sign Redis's server certificate (and, when Redis asks clients for one, a client
+certificate). Clients trust that CA only (CELERYKIT_REDIS_CA_FILE) and check Redis's name against the
+certificate. The CA's key stays where it was made: the compose stack's secrets directory, readable by
+root only, or the Ansible controller; hosts receive certificates and their own keys.
+
+Keys are NIST P-256 ECDSA, as the proxy's self-signed certificate (celerykit.tls): every client takes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from celerykit.defaults import TLS_VALID_DAYS
+
+CA_VALID_DAYS = 3650  # the CA outlives the certificates it signs; renewing it means new ones for all
+RENEW_DAYS = 30  # a certificate this close to its end is issued again
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A key and its certificate, PEM-encoded."""
+
+    key: bytes
+    cert: bytes
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    encoding, key_format = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    return key.private_bytes(encoding, key_format, serialization.NoEncryption())
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def make_ca(common_name: str = "celerykit internal CA") -> Pair:
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=CA_VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )  # keyCertSign, cRLSign
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Pair(_pem(key), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _alt_names(names: Sequence[str]) -> list[x509.GeneralName]:
+    alt: list[x509.GeneralName] = []
+    for name in dict.fromkeys(names):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alt.append(x509.DNSName(name))
+    return alt
+
+
+def issue(ca: Pair, names: Sequence[str], *, client: bool = False, days: int = TLS_VALID_DAYS) -> Pair:
+    """A certificate signed by `ca` for `names` (host names or addresses: the subjectAltName clients
+    check), for a server, or for a client when `client`."""
+    if not names:
+        raise ValueError("a certificate needs at least one name")
+    ca_key = serialization.load_pem_private_key(ca.key, password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert)
+    key = _key()
+    end = _now() + datetime.timedelta(days=days)  # days < 0: already expired (what the tests need)
+    start = min(_now() - datetime.timedelta(minutes=5), end - datetime.timedelta(days=1))
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        )  # digitalSignature
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(_alt_names(names)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return Pair(_pem(key), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def still_good(cert: bytes, ca: bytes, names: Sequence[str]) -> bool:
+    """Whether a certificate was signed by this CA, covers these names and has RENEW_DAYS left (else the
+    kit issues it again)."""
+    try:
+        found, authority = x509.load_pem_x509_certificate(cert), x509.load_pem_x509_certificate(ca)
+        found.verify_directly_issued_by(authority)
+        alt = found.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+        return False
+    covered = {str(v) for v in alt.get_values_for_type(x509.DNSName)}
+    covered |= {str(v) for v in alt.get_values_for_type(x509.IPAddress)}
+    return set(names) <= covered and found.not_valid_after_utc - _now() > datetime.timedelta(days=RENEW_DAYS)
