@@ -246,15 +246,27 @@ def test_what_crosses_the_network_to_redis_holds_no_password_and_no_task_argumen
 
 
 def secrets_of(stack: Stack) -> dict[str, str]:
-    """The secret files' contents (certificates are public: with Redis over TLS, its CA's and its own)."""
-    return {p.name: p.read_text().strip() for p in stack.secrets.iterdir() if p.is_file() and p.suffix != ".crt"}
+    """The secret files' contents: with Redis over TLS also its CA's and its own private key (a key
+    by the first line of its PEM body, which any copy of it holds however its newlines were
+    escaped); certificates are public."""
+    found = {}
+    for path in stack.secrets.iterdir():
+        if path.is_file() and path.suffix == ".key":
+            found[path.name] = path.read_text().splitlines()[1]
+        elif path.is_file() and path.suffix != ".crt":
+            found[path.name] = path.read_text().strip()
+    return found
+
+
+SECRETS = {"redis_password", "flower_password", "flower_cookie_secret"}
+TLS_KEYS = {"redis-ca.key", "redis-server.key"}
 
 
 def test_no_secret_in_process_lists_logs_or_container_configuration(stack: Stack):
     """What other local users can see (`ps`), `docker compose logs` and `docker inspect`
     (environment, command) hold none of the generated secrets."""
     secrets = secrets_of(stack)
-    assert set(secrets) == {"redis_password", "flower_password", "flower_cookie_secret"}
+    assert set(secrets) == SECRETS | (TLS_KEYS if redis_over_tls(stack) else set())
     ps = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True, check=True).stdout
     logs = stack.compose.run("logs", "--no-color").stdout
     inspected = subprocess.run(
