@@ -2,7 +2,7 @@
 
 The bulk pool is the kit's low pool (low_priority, one process); the baseline (one Celery worker with
 Celery's defaults) runs with the same concurrency. Every variant runs in every round, one after the
-other, and each ratio is taken within a round:
+other (the order rotated from round to round), and each ratio is taken within a round:
   kit            the kit as it ships: late ack, requeue on a lost worker, task events for Flower, its
                  recycling leak guards, its fetch, INFO logs
   kit-<choice>   the kit with one of its choices taken back (the ablation: what that choice costs)
@@ -76,9 +76,20 @@ def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
     return stack.client(*argv, timeout=sizes.throughput_cap_s + 300)
 
 
+def order(index: int) -> list[str]:
+    """The variants of round `index`, the list rotated by one each round: no variant always runs first
+    (after the stack started or the baseline ran) or right after the same other one."""
+    names = list(VARIANTS)
+    shift = index % len(names)
+    return names[shift:] + names[:shift]
+
+
 def run(stack: Stack, sizes: Sizes) -> dict:
+    done = []
+
     def one_round() -> dict:
-        figures = {name: _measure(stack, name, sizes) for name in VARIANTS}
+        figures = {name: _measure(stack, name, sizes) for name in order(len(done))}
+        done.append(figures)
         print("  throughput round: " + ", ".join(f"{n} {figures[n]['tasks_per_s']}/s" for n in VARIANTS), flush=True)
         return figures
 

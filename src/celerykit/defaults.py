@@ -28,11 +28,10 @@ POOL: dict[str, Any] = {
 POOLS: list[dict[str, Any]] = [
     {"name": "high", "queues": ["high_priority"], "concurrency": 2},
     {"name": "medium", "queues": ["medium_priority", "default"], "concurrency": 2},
-    # The bulk pool reserves 4 messages a process: its next tasks wait in the worker, not in Redis,
-    # so the process starts the next one at once (a one-process pool of no-op tasks: 1.2x the
-    # throughput of prefetch 1, of 10 ms tasks 1.05x; docs/benchmarks.md). Still safe with late ack:
-    # a reserved message is unacknowledged in Redis and comes back if the worker dies.
-    {"name": "low", "queues": ["low_priority"], "concurrency": 1, "prefetch_multiplier": 4},
+    # Prefetch 1 here too: 4 gave a one-process pool of no-op tasks no more throughput (1.01x, five
+    # quiet rounds, docs/benchmarks.md), and a reserved message waits behind its busy process, or,
+    # if the worker dies, for the visibility timeout.
+    {"name": "low", "queues": ["low_priority"], "concurrency": 1},
 ]
 
 # Compose only: containers per pool, each a worker of its own (hosts run one worker per pool each).

@@ -80,11 +80,8 @@ def compose_env(tmp: Path, **overrides: str) -> dict[str, str]:
         CELERYKIT_WORKER_STOP_GRACE_PERIOD="60s",
         # Flower saves its state often, so a drill that kills it waits seconds, not the default 15.
         CELERYKIT_FLOWER_STATE_SAVE_INTERVAL_MS="3000",
-        # The low pool replaces its process every 20 tasks, so the suite's tasks meet replacements,
-        # and reserves one message, so what the admin drills send behind its busy process waits in
-        # Redis, where `queues` and `purge` count it (the Molecule hosts run the kit's 4).
+        # The low pool replaces its process every 20 tasks, so the suite's tasks meet replacements.
         CELERYKIT_LOW_MAX_TASKS_PER_CHILD=str(LOW_MAX_TASKS_PER_CHILD),
-        CELERYKIT_LOW_PREFETCH_MULTIPLIER="1",
         # A limit, so the dashboard's and the alert's "memory against maxmemory" have one.
         CELERYKIT_REDIS_MAXMEMORY="512mb",
         # Alerts go to the test's own sink (tests/support/alert-sink), read on a loopback port.

@@ -65,7 +65,7 @@ def test_pools_run_with_the_kits_limits(stack: Stack, pool: str):
     expected = LOW_MAX_TASKS_PER_CHILD if pool == "low" else defaults.POOL["max_tasks_per_child"]
     assert stats["pool"]["max-tasks-per-child"] == expected
     assert stats["pool"]["timeouts"] == [3300, 3600]
-    assert stats["prefetch_count"] == concurrency * (1 if pool == "low" else defaults.pool(pool)["prefetch_multiplier"])
+    assert stats["prefetch_count"] == concurrency * defaults.pool(pool)["prefetch_multiplier"]
 
 
 # Runs in the low pool's container: send `argv[1]` bulk tasks and wait for them, then print the
