@@ -14,21 +14,11 @@ The CA's key never leaves the controller. Runs on the controller (as the validat
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.celerykit.platform.plugins.plugin_utils.kit import pki
-
-
-def _write(path: Path, content: bytes, mode: int) -> None:
-    partial = path.with_name(path.name + ".new")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    partial.replace(path)
 
 
 class ActionModule(ActionBase):
@@ -44,19 +34,12 @@ class ActionModule(ActionBase):
         directory, name = Path(args["directory"]).expanduser(), str(args["name"])
         names = [str(n) for n in args["names"]]
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ca, ca_key = directory / "ca.crt", directory / "ca.key"
-        cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-        changed = False
-        if not ca_key.exists():
-            authority = pki.make_ca("celerykit CA for Redis")
-            _write(ca_key, authority.key, 0o600)
-            _write(ca, authority.cert, 0o644)
-            changed = True
-        authority = pki.Pair(ca_key.read_bytes(), ca.read_bytes())
-        if not (cert.exists() and key.exists() and pki.still_good(cert.read_bytes(), authority.cert, names)):
-            issued = pki.issue(authority, names, client=bool(args.get("client", False)))
-            _write(key, issued.key, 0o600)
-            _write(cert, issued.cert, 0o644)
-            changed = True
-        result.update(changed=changed, ca=str(ca), cert=str(cert), key=str(key))
+        files = pki.Files(
+            ca=directory / "ca.crt",
+            ca_key=directory / "ca.key",
+            cert=directory / f"{name}.crt",
+            key=directory / f"{name}.key",
+        )
+        written = pki.ensure(files, names, ca_name="celerykit CA for Redis", client=bool(args.get("client", False)))
+        result.update(changed=bool(written), ca=str(files.ca), cert=str(files.cert), key=str(files.key))
         return result

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -123,3 +125,42 @@ def still_good(cert: bytes, ca: bytes, names: Sequence[str]) -> bool:
     covered = {str(v) for v in alt.get_values_for_type(x509.DNSName)}
     covered |= {str(v) for v in alt.get_values_for_type(x509.IPAddress)}
     return set(names) <= covered and found.not_valid_after_utc - _now() > datetime.timedelta(days=RENEW_DAYS)
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where a CA and one certificate it issues are kept, and their modes (keys: `private`)."""
+
+    ca: Path
+    ca_key: Path
+    cert: Path
+    key: Path
+    public: int = 0o644
+    private: int = 0o600
+
+
+def ensure(files: Files, names: Sequence[str], *, ca_name: str, client: bool = False) -> list[Path]:
+    """The CA made on the first run and kept; its certificate for `names` issued again whenever it no
+    longer fits (see still_good). Returns the files written now."""
+    written = []
+    if not files.ca_key.exists():
+        authority = make_ca(ca_name)
+        _write(files.ca_key, authority.key, files.private)
+        _write(files.ca, authority.cert, files.public)
+        written += [files.ca_key, files.ca]
+    authority = Pair(files.ca_key.read_bytes(), files.ca.read_bytes())
+    if not (files.cert.exists() and files.key.exists() and still_good(files.cert.read_bytes(), authority.cert, names)):
+        issued = issue(authority, names, client=client)
+        _write(files.key, issued.key, files.private)
+        _write(files.cert, issued.cert, files.public)
+        written += [files.key, files.cert]
+    return written
+
+
+def _write(path: Path, content: bytes, mode: int) -> None:
+    partial = path.with_name(path.name + ".new")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    partial.replace(path)  # a reader sees the old file or the new one, never half of one

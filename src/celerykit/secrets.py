@@ -71,15 +71,6 @@ REDIS_CA, REDIS_CA_KEY = "redis-ca.crt", "redis-ca.key"
 REDIS_CERT, REDIS_KEY = "redis-server.crt", "redis-server.key"
 
 
-def _write(path: Path, content: bytes, mode: int) -> None:
-    partial = path.with_name(path.name + ".new")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    partial.replace(path)  # a reader sees the old file or the new one, never half of one
-
-
 def ensure_redis_tls(directory: Path, names: list[str]) -> list[Path]:
     """Redis's certificate for `names` (what clients connect to), from the stack's own CA: made on the
     first start, issued again when it no longer fits. Files the user placed (a certificate, its key and
@@ -93,16 +84,5 @@ def ensure_redis_tls(directory: Path, names: list[str]) -> list[Path]:
                 check.refuse(f"secret file {path}", f"must exist beside {ca.name} (Redis's certificate and key)")
         check.raise_if_any()
         return []
-    written = []
-    if not ca_key.exists():
-        authority = pki.make_ca("celerykit stack CA for Redis")
-        _write(ca_key, authority.key, 0o400)
-        _write(ca, authority.cert, 0o444)
-        written += [ca_key, ca]
-    authority = pki.Pair(ca_key.read_bytes(), ca.read_bytes())
-    if not (cert.exists() and key.exists() and pki.still_good(cert.read_bytes(), authority.cert, names)):
-        issued = pki.issue(authority, names)
-        _write(key, issued.key, 0o400)
-        _write(cert, issued.cert, 0o444)
-        written += [key, cert]
-    return written
+    files = pki.Files(ca, ca_key, cert, key, public=0o444, private=0o400)
+    return pki.ensure(files, names, ca_name="celerykit stack CA for Redis")

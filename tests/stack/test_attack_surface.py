@@ -10,12 +10,12 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from celerykit_testing import drills
+from celerykit_testing.monitoring_drills import wait_for
 from conftest import Stack
 
 from celerykit.verify import checks
@@ -220,7 +220,8 @@ def test_what_crosses_the_network_to_redis_holds_no_password_and_no_task_argumen
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(1)  # tcpdump is listening
+        # tcpdump writes its file's header (24 bytes) once it captures: from then on nothing is missed.
+        wait_for("tcpdump capturing", lambda: capture.exists() and capture.stat().st_size >= 24, 30, every=0.1)
         stack.compose.run("restart", "worker-high")
         stack.compose.wait_healthy("worker-high")
         response = stack.target.request(
@@ -230,7 +231,6 @@ def test_what_crosses_the_network_to_redis_holds_no_password_and_no_task_argumen
         )
         task = response.json()["task-id"]
         assert checks.wait_for_task(stack.target, task)["state"] == "SUCCESS"
-        time.sleep(1)
     finally:
         tcpdump.terminate()
         tcpdump.wait(timeout=10)

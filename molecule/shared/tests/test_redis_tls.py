@@ -3,10 +3,10 @@ worker logs in again and a task with a marked argument runs. With TLS (the multi
 other hosts turn it on) it holds neither the Celery user's password nor the argument; without (one
 host, loopback) it holds both, so the capture sees what it should."""
 
-import time
 import uuid
 
 from celerykit_testing.deployment import worker
+from celerykit_testing.monitoring_drills import wait_for
 from conftest import hosts, templated
 
 from celerykit.verify import checks
@@ -20,15 +20,16 @@ def test_redis_traffic_holds_no_password_and_no_task_argument_over_tls(host, pro
     marker = f"celerykit-marker-{uuid.uuid4().hex}"
     host.run(f"rm -f {CAPTURE}; setsid -f timeout 120 tcpdump -i any -U -s 0 -w {CAPTURE} port 6379 >/dev/null 2>&1")
     try:
-        time.sleep(2)  # tcpdump is listening
+        # tcpdump writes its file's header (24 bytes) once it captures: from then on nothing is missed.
+        header = host.file(CAPTURE)
+        wait_for("tcpdump capturing", lambda: header.exists and header.size >= 24, 30, every=0.2)
         deployment.restart_pool("high")  # new connections: the Celery user logs in again
         deployment.wait_running(worker("high"))
         body = {"args": [marker], "queue": "high_priority"}
         task = proxy.request("POST", proxy.flower("api/task/send-task/celery.accumulate"), body=body).json()["task-id"]
         assert checks.wait_for_task(proxy, task)["state"] == "SUCCESS"
-        time.sleep(2)
     finally:
-        host.run("pkill -INT tcpdump; sleep 1")
+        host.run("pkill -INT tcpdump; timeout 10 sh -c 'while pgrep -x tcpdump >/dev/null; do sleep 0.1; done'")
     seen = host.file(CAPTURE).content
     password = str(templated(host, "celerykit_redis_password")).encode()
     found = {"password": password in seen, "task argument": marker.encode() in seen}
