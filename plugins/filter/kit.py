@@ -28,6 +28,8 @@ class FilterModule:
             "watch_environment": monitoring.watch_environment,
             # {{ user | celerykit.platform.htpasswd_line(password) }} -> user:{SSHA}...
             "htpasswd_line": proxy.htpasswd_line,
-            # {{ celerykit_redis_tls | celerykit.platform.redis_tls(clients, redis_hosts) }} -> true/false
+            # {{ celerykit_redis_tls | celerykit.platform.redis_tls(groups) }} -> true/false
             "redis_tls": inventory.redis_tls,
+            # {{ groups | celerykit.platform.redis_clients }} -> the Celery services' hosts
+            "redis_clients": inventory.redis_clients,
         }

@@ -184,14 +184,22 @@ def _host_ports(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None
 TLS_CHOICES = ("AUTO", "TRUE", "FALSE")
 
 
-def redis_tls(setting: Any, clients: Sequence[str], redis_hosts: Sequence[str]) -> bool:
+CLIENT_GROUPS = ("celery_workers", "celery_beat", "flower")  # the groups whose hosts use Redis
+
+
+def redis_clients(groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """The hosts of Redis's clients (the Celery services), from the inventory's `groups`."""
+    return [host for group in CLIENT_GROUPS for host in groups.get(group, [])]
+
+
+def redis_tls(setting: Any, groups: Mapping[str, Sequence[str]]) -> bool:
     """Whether Redis's clients reach it over TLS: `auto` when a client runs on a host other than
     Redis's (its traffic crosses a network; with no Redis host, a managed Redis: always), else as set."""
     if isinstance(setting, bool):
         return setting
     choice = str(setting).strip().lower()
     if choice == "auto":
-        return bool(set(clients) - set(redis_hosts))
+        return bool(set(redis_clients(groups)) - set(groups.get("redis", [])))
     return choice == "true"
 
 
