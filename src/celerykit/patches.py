@@ -19,6 +19,8 @@ not raised: the message stays in Redis's unacked set and is redelivered after
 
 **Task events are sent in batches, a few dozen times a second**: `celerykit.task_events`.
 
+**Flower parses a task's keyword arguments once** (Flower 2.2's search index): `celerykit.flower_index`.
+
 **A fetched task is recorded unacknowledged in the same step** (kombu's Redis transport, kombu#305):
 `celerykit.atomic_fetch`.
 
@@ -60,6 +62,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from urllib.parse import urlsplit
 
 import billiard
@@ -71,7 +74,7 @@ from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from celerykit import recycling, task_events
+from celerykit import flower_index, recycling, task_events
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ logger = logging.getLogger(__name__)
 CELERY_AFFECTED = ((5, 0), (5, 7))  # the cancel, close and pool fixes: read on 5.7.0
 BILLIARD_AFFECTED = ((4, 0), (4, 3))  # the pool fix: read on 4.3.2
 KOMBU_AFFECTED = ((5, 0), (5, 7))  # the outstanding-BRPOP fix: read on 5.7.0
+FLOWER_AFFECTED = ((2, 2), (2, 2))  # the search index's parse: read on 2.2.0 (2.0 has no index)
 
 # The warning a kept cancellation logs (the chaos soak counts these lines).
 KEPT_AT_BROKER_LOSS = "was cancelled at a broker connection loss"
@@ -260,6 +264,12 @@ def apply() -> list[str]:
     from celerykit import atomic_fetch  # here: it imports this module's version checks
 
     applied += atomic_fetch.apply()  # kombu 5.7 only
+    # Where Celery's command line loaded Flower's modules (its `flower` command is a plugin, so any
+    # `celery` command has them); nothing is imported for this.
+    flower, search = sys.modules.get("flower"), sys.modules.get("flower.utils.search")
+    if flower is not None and search is not None and affected(version(flower), FLOWER_AFFECTED):
+        flower_index.apply(search)
+        applied.append("Flower parses a task's keyword arguments once")
     # dispatch_uid: connected once per process however often apply() runs
     parent, child = signals.worker_before_create_process, signals.worker_process_init
     parent.connect(remember_parents_connections, dispatch_uid="celerykit-parent", weak=False)

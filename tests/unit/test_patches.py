@@ -16,6 +16,8 @@ import uuid
 
 import billiard
 import celery
+import flower
+import flower.utils.search  # as in every `celery` command: Flower's command is a plugin of its command line
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import Terminated
 from celery import Celery
@@ -96,6 +98,10 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
         f"billiard {billiard.__version__}: read billiard/pool.py (_join_exited_workers) and widen or drop "
         "BILLIARD_AFFECTED"
     )
+    assert patches.affected(patches.version(flower), patches.FLOWER_AFFECTED), (
+        f"Flower {flower.__version__}: read flower/utils/search.py (_kwargs_pairs, SearchDocument.from_task) "
+        "and widen or drop FLOWER_AFFECTED"
+    )
     applied = [
         "cancel keeps the message",
         "a lost connection's close cannot stop the worker",
@@ -103,6 +109,7 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
         "a recycled process is replaced within milliseconds",
         "a cancelled consumer's last message goes back",
         "a fetched task is recorded unacknowledged in the same step",
+        "Flower parses a task's keyword arguments once",
         "children let go of the main process's Redis connections",
     ]
     assert patches.apply() == applied
