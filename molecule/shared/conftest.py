@@ -110,11 +110,16 @@ def beat_deployment(deployment: SystemdDeployment) -> SystemdDeployment:
 
 
 def playbook(
-    *args: str, extra_vars: dict | None = None, tmp: Path | None = None, name: str = "site", **env: str
+    *args: str,
+    extra_vars: dict | None = None,
+    tmp: Path | None = None,
+    name: str = "site",
+    inventory: str = INVENTORY,
+    **env: str,
 ) -> subprocess.CompletedProcess:
     """Run one of the collection's playbooks (the site playbook unless `name` says another) on the
-    scenario's inventory (plus `args`, and Ansible settings in `env`), as an operator would."""
-    command = ["ansible-playbook", "-i", INVENTORY, f"celerykit.platform.{name}", *args]
+    scenario's inventory or another (plus `args`, and Ansible settings in `env`), as an operator would."""
+    command = ["ansible-playbook", "-i", inventory, f"celerykit.platform.{name}", *args]
     if extra_vars is not None:
         assert tmp is not None
         path = tmp / "extra-vars.json"
