@@ -56,8 +56,11 @@ def flower_lists_every_worker_online(target: Target, workers: list[str], tmp_pat
         f"{json.dumps(workers)}.every(w => {FLOWER_ROWS}.some(([name, status]) => name === w && status === 'Online'))"
     )
     with browser(target, tmp_path) as chromium:
-        # The badge "Online" comes from the page's own poll of /flower/workers?json=1.
-        page = chromium.open(f"{target.url}/flower/workers", until=online, read=FLOWER_ROWS, name="flower-workers")
+        # The badge "Online" comes from the page's own poll of /flower/workers?json=1, which asks every
+        # worker (Celery's inspect): on a loaded two-core host its first answer took over 30 s.
+        page = chromium.open(
+            f"{target.url}/flower/workers", until=online, read=FLOWER_ROWS, name="flower-workers", timeout=90
+        )
     assert page.status == 200, page.text
     statuses = {row[0]: row[1] for row in page.data}
     assert statuses.items() >= dict.fromkeys(workers, "Online").items(), page.text
