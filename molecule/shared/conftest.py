@@ -11,16 +11,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import testinfra
-from celerykit_testing import monitoring_drills
+from celerykit_testing import drills, monitoring_drills
 from celerykit_testing.monitoring_drills import Monitoring
 from celerykit_testing.systemd import SystemdDeployment
 from celerykit_testing.timing import pytest_runtest_logreport, pytest_sessionfinish  # noqa: F401 (hooks)
 
 from celerykit.settings import DEFAULT_POOLS
+from celerykit.verify import checks
 from celerykit.verify.target import Target
 
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
@@ -145,3 +148,80 @@ def secrets(host: testinfra.host.Host) -> dict[str, str]:
 
 def all_secrets() -> set[str]:
     return {value for host in hosts("all") for value in secrets(host).values()}
+
+
+def wait_units_running(host: testinfra.host.Host, units: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = host.check_output("systemctl show -p SubState --value " + " ".join(units))
+        states = dict(zip(units, out.split(), strict=False))
+        if set(states.values()) == {"running"} and len(states) == len(units):
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+
+
+def wait_flower(proxy: Target, timeout: float = 120) -> None:
+    """Flower (restarted by a converge that changed the app's settings) answers through the proxy."""
+    deadline = time.monotonic() + timeout
+    while not checks.auth_accepted(proxy):
+        assert time.monotonic() < deadline, "Flower does not answer"
+        time.sleep(1)
+
+
+class Converged:
+    """The settings the hosts were last converged with. A module that needs others (it sets
+    OTHER_SETTINGS = True) converges them with `other`; the scenario's own come back with one converge
+    before the next module that needs them, or at the session's end: a module's settings are undone
+    by the next converge, not by one of its own."""
+
+    def __init__(self, proxy: Target) -> None:
+        self.proxy = proxy
+        self.changed = False
+        self._undo: list[Callable[[], None]] = []  # run before the next converge (a stopped Redis started)
+
+    def other(
+        self, extra_vars: dict, tmp: Path, inventory: str = INVENTORY, undo: Callable[[], None] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Converge these settings; `undo` runs before the next converge."""
+        self.undo()
+        self.changed = True
+        if undo is not None:
+            self._undo.append(undo)
+        return playbook(extra_vars=extra_vars, tmp=tmp, inventory=inventory)
+
+    def undo(self) -> None:
+        """What the last module left to undo (before it changes the hosts itself)."""
+        while self._undo:
+            self._undo.pop()()
+
+    def scenario(self) -> None:
+        """Converge back with the scenario's own inventory, if anything changed it; it succeeds, prints
+        no secret, and every unit runs again."""
+        self.undo()
+        if not self.changed:
+            return
+        start = time.monotonic()
+        restored = playbook()
+        output = restored.stdout + restored.stderr
+        drills.record("systemd-restore", converge_s=round(time.monotonic() - start, 1))
+        assert restored.returncode == 0, output[-5000:]
+        self.changed = False
+        assert not [value for value in all_secrets() if value in output], "a secret appears in the playbook's output"
+        for node in hosts("all"):
+            wait_units_running(node, unit_names(node))
+        wait_flower(self.proxy)
+
+
+@pytest.fixture(scope="session")
+def converged(proxy: Target) -> Iterator[Converged]:
+    state = Converged(proxy)
+    yield state
+    state.scenario()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scenario_settings(request: pytest.FixtureRequest) -> None:
+    """Every module runs on the scenario's own settings, unless it converges others itself."""
+    if not getattr(request.module, "OTHER_SETTINGS", False):
+        request.getfixturevalue("converged").scenario()

@@ -5,8 +5,8 @@ The test starts that Redis itself on the all-in-one host, as a provider runs one
 `redis-server` (a transient systemd unit, port 6390, TLS only, a certificate for `redis.managed.test`
 from a CA of its own, not the kit's), an ACL user with the rights the README asks a provider for, and
 the keyspace events the workers' fetch listens to. The kit's own Redis is stopped first. The module
-then converges the site playbook with the scenario's inventory without its `redis` group, checks, and
-converges back with the scenario's own inventory (the kit's Redis running again, every unit up).
+then converges the site playbook with the scenario's inventory without its `redis` group and checks;
+the next converge (conftest.Converged) removes that Redis, starts the kit's and undoes the settings.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import testinfra
 import yaml
-from conftest import INVENTORY, all_secrets, hosts, playbook, pools_of, unit_names
+from conftest import INVENTORY, Converged, hosts, pools_of, unit_names, wait_flower, wait_units_running
 
 from celerykit import defaults, pki
 from celerykit.verify import checks
@@ -37,6 +36,20 @@ DIR = "/etc/managed-redis"
 UNIT = "managed-redis"
 # The rights the README asks of a managed Redis's user (as the kit's own Redis gives its user).
 RIGHTS = "~* &* +@all -@admin -@dangerous +info"
+REDIS_CONF = [
+    "bind 127.0.0.1",
+    "port 0",
+    f"tls-port {PORT}",
+    f"tls-cert-file {DIR}/server.crt",
+    f"tls-key-file {DIR}/server.key",
+    f"tls-ca-cert-file {DIR}/ca.crt",
+    "tls-auth-clients no",
+    f"aclfile {DIR}/users.acl",
+    "notify-keyspace-events Kl",
+    "appendonly yes",
+    "dir /var/lib/managed-redis",
+]
+OTHER_SETTINGS = True  # undone by the next converge (conftest.Converged)
 
 
 @dataclass
@@ -88,13 +101,8 @@ def _wait(what: str, condition, timeout: float) -> None:
         time.sleep(1)
 
 
-def _all_running(host: testinfra.host.Host, units: list[str]) -> bool:
-    states = host.run("systemctl show -p SubState --value " + " ".join(units)).stdout.split()
-    return states == ["running"] * len(units)
-
-
 @pytest.fixture(scope="module")
-def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Iterator[Managed]:
+def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target, converged: Converged) -> Managed:
     (host,) = hosts("celery_workers")
     tmp = tmp_path_factory.mktemp("managed")
     authority = pki.make_ca()
@@ -102,47 +110,39 @@ def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Iterator
     ca_file = tmp / "provider-ca.crt"
     ca_file.write_bytes(authority.cert)
     password, admin_password = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    managed = Managed(host, "", -1, password, admin_password, ca_file)
 
     def sha256(value: str) -> str:
         return hashlib.sha256(value.encode()).hexdigest()
 
-    host.check_output(f"install -d -o redis -g redis -m 0750 {DIR} /var/lib/managed-redis")
-    _put(host, f"{DIR}/ca.crt", authority.cert)
-    _put(host, f"{DIR}/server.crt", server.cert)
-    _put(host, f"{DIR}/server.key", server.key, mode="0600")
-    _put(
-        host,
-        f"{DIR}/users.acl",
-        f"user default off resetpass ~* &* +@all\n"
-        f"user {USER} on #{sha256(password)} {RIGHTS}\n"
-        f"user {ADMIN} on #{sha256(admin_password)} ~* &* +@all\n",
-        mode="0600",
-    )
-    _put(
-        host,
-        f"{DIR}/redis.conf",
-        "\n".join(
-            [
-                "bind 127.0.0.1",
-                "port 0",
-                f"tls-port {PORT}",
-                f"tls-cert-file {DIR}/server.crt",
-                f"tls-key-file {DIR}/server.key",
-                f"tls-ca-cert-file {DIR}/ca.crt",
-                "tls-auth-clients no",
-                f"aclfile {DIR}/users.acl",
-                "notify-keyspace-events Kl",
-                "appendonly yes",
-                "dir /var/lib/managed-redis",
-                "",
-            ]
-        ),
-    )
-    host.check_output(f"grep -q ' {NAME}$' /etc/hosts || echo '127.0.0.1 {NAME}' >> /etc/hosts")
-    host.check_output("systemctl stop redis-server")
-    host.check_output(f"systemd-run --unit={UNIT} --property=User=redis /usr/bin/redis-server {DIR}/redis.conf")
-    managed = Managed(host, "", -1, password, admin_password, ca_file)
-    _wait("the managed Redis answers", lambda: "PONG" in managed.cli("ping", check=False), 30)
+    def leave() -> None:
+        """The provider's Redis gone, the kit's running again (before the next converge)."""
+        host.run(f"systemctl stop {UNIT}")
+        host.run(f"sed -i '/ {re.escape(NAME)}$/d' /etc/hosts; rm -rf {DIR} /var/lib/managed-redis")
+        host.check_output("systemctl start redis-server")
+
+    converged.undo()  # what an earlier module left, before this one stops the kit's Redis
+    try:
+        host.check_output(f"install -d -o redis -g redis -m 0750 {DIR} /var/lib/managed-redis")
+        _put(host, f"{DIR}/ca.crt", authority.cert)
+        _put(host, f"{DIR}/server.crt", server.cert)
+        _put(host, f"{DIR}/server.key", server.key, mode="0600")
+        _put(
+            host,
+            f"{DIR}/users.acl",
+            f"user default off resetpass ~* &* +@all\n"
+            f"user {USER} on #{sha256(password)} {RIGHTS}\n"
+            f"user {ADMIN} on #{sha256(admin_password)} ~* &* +@all\n",
+            mode="0600",
+        )
+        _put(host, f"{DIR}/redis.conf", "\n".join([*REDIS_CONF, ""]))
+        host.check_output(f"grep -q ' {NAME}$' /etc/hosts || echo '127.0.0.1 {NAME}' >> /etc/hosts")
+        host.check_output("systemctl stop redis-server")
+        host.check_output(f"systemd-run --unit={UNIT} --property=User=redis /usr/bin/redis-server {DIR}/redis.conf")
+        _wait("the managed Redis answers", lambda: "PONG" in managed.cli("ping", check=False), 30)
+    except BaseException:
+        leave()
+        raise
 
     extra = {
         "celerykit_app_redis_host": NAME,
@@ -152,24 +152,12 @@ def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Iterator
         "celerykit_app_redis_ca": str(ca_file),
         "celerykit_flower_password": proxy.password,  # the inventory's (its secrets directory is beside it)
     }
-    try:
-        result = playbook(extra_vars=extra, tmp=tmp, inventory=_inventory_without_redis(tmp))
-        managed.output, managed.returncode = result.stdout + result.stderr, result.returncode
-        if result.returncode == 0:
-            units = [unit for unit in unit_names(host) if unit != "redis-server"]
-            _wait("every unit running", lambda: _all_running(host, units), 120)
-            _wait("Flower answers", lambda: bool(checks.auth_accepted(proxy)), 120)
-        yield managed
-    finally:
-        host.run(f"systemctl stop {UNIT}")
-        host.run(f"sed -i '/ {re.escape(NAME)}$/d' /etc/hosts; rm -rf {DIR} /var/lib/managed-redis")
-        host.check_output("systemctl start redis-server")
-        restored = playbook()
-        output = restored.stdout + restored.stderr
-        assert restored.returncode == 0, output[-5000:]
-        assert not [value for value in all_secrets() if value in output], "a secret appears in the playbook's output"
-        _wait("every unit running again", lambda: _all_running(host, unit_names(host)), 120)
-        _wait("Flower answers again", lambda: bool(checks.auth_accepted(proxy)), 120)
+    result = converged.other(extra, tmp, inventory=_inventory_without_redis(tmp), undo=leave)
+    managed.output, managed.returncode = result.stdout + result.stderr, result.returncode
+    if result.returncode == 0:
+        wait_units_running(host, [unit for unit in unit_names(host) if unit != "redis-server"])
+        wait_flower(proxy)
+    return managed
 
 
 def test_the_site_playbook_deploys_no_redis_and_prints_no_secret(managed: Managed):

@@ -1,7 +1,8 @@
 """Faults and changes that need other settings than the converged ones, on the all-in-one host.
 
-The module converges once with settings made for the drills, then converges back with the
-scenario's own inventory (and checks that run: it succeeds, prints no secret, every unit runs):
+The module converges once with settings made for the drills; the next converge (the scenario's own
+inventory, before a module that needs it: conftest.Converged) undoes them and checks that it
+succeeds, prints no secret and every unit runs:
 
 - the first pool is removed from the list: its unit must be stopped and disabled;
 - the smallest visibility timeout the kit accepts (60 s, pool time limits below it): a worker's
@@ -21,7 +22,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import testinfra
@@ -29,7 +29,7 @@ from celerykit_testing import drills
 from celerykit_testing.reconfigured_drills import *  # noqa: F403 - the drills, collected as this module's tests
 from celerykit_testing.reconfigured_drills import MAX_RETRIES, VISIBILITY_TIMEOUT
 from celerykit_testing.systemd import SystemdDeployment
-from conftest import ROOT, all_secrets, hosts, playbook, pools_of, unit_names
+from conftest import ROOT, Converged, hosts, pools_of, wait_flower, wait_units_running
 
 from celerykit.verify import checks
 from celerykit.verify.target import Target
@@ -45,31 +45,11 @@ class Reconfigured:
         self.pools = pools
 
 
-def state(host: testinfra.host.Host, unit: str) -> dict[str, str]:
-    out = host.check_output(f"systemctl show {unit} -p MainPID -p NRestarts -p ActiveState -p SubState")
-    return dict(line.split("=", 1) for line in out.splitlines())
-
-
-def wait_units_running(host: testinfra.host.Host, units: list[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        states = {unit: state(host, unit)["SubState"] for unit in units}
-        if set(states.values()) == {"running"}:
-            return
-        assert time.monotonic() < deadline, states
-        time.sleep(1)
-
-
-def wait_flower(proxy: Target, timeout: float = 120) -> None:
-    """Flower (restarted by a converge that changed the app's settings) answers through the proxy."""
-    deadline = time.monotonic() + timeout
-    while not checks.auth_accepted(proxy):
-        assert time.monotonic() < deadline, "Flower does not answer"
-        time.sleep(1)
+OTHER_SETTINGS = True  # the drills' settings, undone by the next converge (conftest.Converged)
 
 
 @pytest.fixture(scope="module")
-def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Iterator[Reconfigured]:
+def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target, converged: Converged) -> Reconfigured:
     (host,) = hosts("celery_workers")
     current = pools_of(host)
     removed = next(iter(current))
@@ -104,23 +84,12 @@ def reconfigured(tmp_path_factory: pytest.TempPathFactory, proxy: Target) -> Ite
     extra["celerykit_app_wheels"] = [str(path) for path in wheels.glob("*.whl")]
     extra["celerykit_app_requirements_file"] = str(SAMPLE_APP / "requirements.txt")
     start = time.monotonic()
-    result = playbook(extra_vars=extra, tmp=tmp)
+    # The drills stop Redis; whatever they leave, it runs again before the next converge.
+    result = converged.other(extra, tmp, undo=lambda: host.run("systemctl start redis-server"))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     drills.record("systemd-reconfigure", removed_pool=removed, converge_s=round(time.monotonic() - start, 1))
     wait_flower(proxy)
-    try:
-        yield Reconfigured(host, removed, current[removed], kept)
-    finally:
-        host.run("systemctl start redis-server")
-        start = time.monotonic()
-        restored = playbook()
-        output = restored.stdout + restored.stderr
-        drills.record("systemd-restore", converge_s=round(time.monotonic() - start, 1))
-        assert restored.returncode == 0, output[-5000:]
-        assert not [value for value in all_secrets() if value in output], "a secret appears in the playbook's output"
-        for node in hosts("all"):
-            wait_units_running(node, unit_names(node))
-        wait_flower(proxy)
+    return Reconfigured(host, removed, current[removed], kept)
 
 
 @pytest.fixture(scope="module")
