@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
-from conftest import INVENTORY, Converged, hosts, pools_of, unit_names, wait_flower, wait_units_running
+from conftest import INVENTORY, ROOT, Converged, hosts, pools_of, unit_names, wait_flower, wait_units_running
 
 from celerykit import defaults, pki
 from celerykit.verify import checks
@@ -35,7 +36,12 @@ ADMIN = "provider-admin"  # the provider's own user, for this test's look inside
 DIR = "/etc/managed-redis"
 UNIT = "managed-redis"
 # The rights the README asks of a managed Redis's user (as the kit's own Redis gives its user).
-RIGHTS = "~* &* +@all -@admin -@dangerous +info"
+# The rights the kit's own Redis gives its user (its ACL file, the one source), given here to the provider's user.
+RIGHTS = next(
+    line.split("#@PASSWORD_SHA256@ ", 1)[1]
+    for line in (ROOT / "src/celerykit/share/redis/users.acl.in").read_text().splitlines()
+    if line.startswith("user @USER@ ")
+)
 REDIS_CONF = [
     "bind 127.0.0.1",
     "port 0",
@@ -65,7 +71,7 @@ class Managed:
         """redis-cli on the host against the managed Redis as the provider's admin (the password from
         the environment, not argv)."""
         result = self.host.run(
-            f"REDISCLI_AUTH='{self.admin_password}' redis-cli --no-auth-warning --tls --cacert {DIR}/ca.crt "
+            f'REDISCLI_AUTH="$(cat {DIR}/admin.password)" redis-cli --no-auth-warning --tls --cacert {DIR}/ca.crt '
             f"-h {NAME} -p {PORT} --user {ADMIN} {' '.join(command)}"
         )
         assert result.rc == 0 or not check, result.stderr
@@ -73,8 +79,11 @@ class Managed:
 
 
 def _put(host: testinfra.host.Host, path: str, content: str | bytes, mode: str = "0644") -> None:
-    text = content.decode() if isinstance(content, bytes) else content
-    args = {"dest": path, "content": text, "mode": mode, "owner": "redis", "group": "redis"}
+    """Copy through a controller file (0600): keys and passwords never in a command's arguments."""
+    source = Path(tempfile.mkdtemp()) / Path(path).name
+    source.write_bytes(content if isinstance(content, bytes) else content.encode())
+    source.chmod(0o600)
+    args = {"src": str(source), "dest": path, "mode": mode, "owner": "redis", "group": "redis"}
     result = host.ansible("ansible.builtin.copy", json.dumps(args), check=False)
     assert not result.get("failed"), result.get("msg")
 
@@ -135,6 +144,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target, converged: 
             f"user {ADMIN} on #{sha256(admin_password)} ~* &* +@all\n",
             mode="0600",
         )
+        _put(host, f"{DIR}/admin.password", admin_password, mode="0600")  # the test's redis-cli reads it
         _put(host, f"{DIR}/redis.conf", "\n".join([*REDIS_CONF, ""]))
         host.check_output(f"grep -q ' {NAME}$' /etc/hosts || echo '127.0.0.1 {NAME}' >> /etc/hosts")
         host.check_output("systemctl stop redis-server")
@@ -219,8 +229,9 @@ def test_each_queue_runs_on_its_pool_through_the_managed_redis(managed: Managed,
 def test_a_client_without_the_providers_ca_is_refused(managed: Managed):
     """The workers' trust is the provider's CA: the kit's own CA (or none) does not accept this Redis."""
     result = managed.host.run(
-        f"REDISCLI_AUTH='{managed.password}' timeout 10 redis-cli --no-auth-warning --tls "
-        f"--cacert /etc/ssl/certs/ca-certificates.crt -h {NAME} -p {PORT} --user {USER} ping"
+        f'REDISCLI_AUTH="$(cat {DIR}/admin.password)" timeout 10 redis-cli --no-auth-warning --tls '
+        f"--user {ADMIN} "
+        f"--cacert /etc/ssl/certs/ca-certificates.crt -h {NAME} -p {PORT} ping"
     )
     assert "PONG" not in result.stdout
     assert "certificate verify failed" in (result.stdout + result.stderr).lower()
