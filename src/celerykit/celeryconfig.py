@@ -11,7 +11,8 @@ from celerykit.settings import Env, Redis, broker_connection_max_retries, visibi
 def kit_settings(env: Env) -> dict[str, Any]:
     redis = Redis.from_env(env)
     # One visibility timeout for broker and result backend: on a shared Redis the shortest wins.
-    visibility = {"visibility_timeout": visibility_timeout(env)}
+    # Behind Sentinels, both also need the primary's name and the Sentinels' password.
+    visibility = {"visibility_timeout": visibility_timeout(env), **redis.transport_options()}
     return {
         "broker_url": redis.url,
         "result_backend": redis.url,

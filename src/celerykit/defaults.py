@@ -69,6 +69,11 @@ REDIS_PORT = 6379
 REDIS_USER = "celery"
 # Redis refuses writes beyond this (noeviction: no queued task is ever evicted); 0 is no limit.
 REDIS_MAXMEMORY = "0"
+# Sentinel (a primary, replicas, three Sentinels or more): the name they watch the primary under.
+REDIS_SENTINEL_PORT = 26379
+REDIS_SENTINEL_MASTER = "celerykit"
+# The ACL user replicas and Sentinels log in to Redis as (replication, failover; no data commands).
+REDIS_REPLICATION_USER = "celerykit-replication"
 
 # Flower listens on loopback: the proxy is the way in.
 FLOWER_ADDRESS = "127.0.0.1"

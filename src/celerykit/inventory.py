@@ -19,6 +19,7 @@ from celerykit.rules import (
     MIN_STATE_SAVE_INTERVAL_MS,
     MIN_VISIBILITY_TIMEOUT,
     REDIS_USER,
+    SENTINEL_MASTER,
     Checker,
     PoolSettings,
     whole_number,
@@ -185,6 +186,8 @@ TLS_CHOICES = ("AUTO", "TRUE", "FALSE")
 
 
 CLIENT_GROUPS = ("celery_workers", "celery_beat", "flower")  # the groups whose hosts use Redis
+# Replication and failover: the hosts of Redis's replicas, and of the Sentinels watching them all.
+REPLICA_GROUP, SENTINEL_GROUP = "redis_replicas", "redis_sentinels"
 
 
 def redis_clients(groups: Mapping[str, Sequence[str]]) -> list[str]:
@@ -199,8 +202,51 @@ def redis_tls(setting: Any, groups: Mapping[str, Sequence[str]]) -> bool:
         return setting
     choice = str(setting).strip().lower()
     if choice == "auto":
-        return bool(set(redis_clients(groups)) - set(groups.get("redis", [])))
+        # Replicas and Sentinels are clients too: they reach the primary, and each other.
+        clients = [*redis_clients(groups), *groups.get(REPLICA_GROUP, []), *groups.get(SENTINEL_GROUP, [])]
+        return bool(set(clients) - set(groups.get("redis", [])))
     return choice == "true"
+
+
+def _sentinels(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
+    if value:  # none: one Redis, reached by its host name
+        c.sentinels(name, value)
+
+
+def _sentinel_master(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    """The name a client asks the Sentinels for must be the one they watch the primary under."""
+    if not c.matches(name, value, SENTINEL_MASTER, "may hold letters, digits, '_', '.', '-' only"):
+        return
+    watched = sorted(set(args.get("celerykit_app_redis_sentinel_masters") or []))
+    if args.get("celerykit_app_redis_sentinels") and watched and watched != [value]:
+        c.refuse(name, f"must be the name the Sentinels watch the primary under ({', '.join(watched)})", value)
+
+
+def _sentinel_password(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    if args.get("celerykit_app_redis_sentinels") or args.get("celerykit_redis_sentinel_hosts"):
+        c.password(name, value)
+
+
+def _sentinel_hosts(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    """Sentinels watch a primary with replicas: three of them or more, and group redis one host."""
+    if not value:
+        return
+    if c.sentinels(f"group {SENTINEL_GROUP}", list(value)) is None:
+        return
+    if not args.get("celerykit_redis_replica_hosts"):
+        c.refuse(f"group {SENTINEL_GROUP}", f"needs a replica to fail over to (group {REPLICA_GROUP} is empty)", value)
+
+
+def _primary_hosts(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    """With replicas, group redis holds the one primary they replicate (at first: Sentinels move it)."""
+    if args.get("celerykit_redis_replica_hosts") and len(value or []) != 1:
+        rule = f"must hold exactly one host, the primary, when group {REPLICA_GROUP} has replicas"
+        c.refuse("group redis", rule, value)
+
+
+def _replication_password(c: Checker, name: str, value: Any, args: Mapping[str, Any]) -> None:
+    if args.get("celerykit_redis_replica_hosts") or args.get("celerykit_redis_sentinel_hosts"):
+        c.password(name, value)
 
 
 def _tls_choice(c: Checker, name: str, value: Any, _: Mapping[str, Any]) -> None:
@@ -249,6 +295,16 @@ CHECKS: dict[str, Check] = {
     "celerykit_redis_tls_key": _checked_with,
     "celerykit_redis_tls_ca": _checked_with,
     "celerykit_redis_tls_client_certificates": lambda c, name, value, _: c.flag(name, value) and None,
+    "celerykit_redis_primary_hosts": _primary_hosts,
+    "celerykit_redis_replica_hosts": _checked_with,
+    "celerykit_redis_sentinel_hosts": _sentinel_hosts,
+    "celerykit_redis_replication_password": _replication_password,
+    "celerykit_redis_min_replicas_to_write": _whole_at_least(0),
+    "celerykit_redis_min_replicas_max_lag": _whole_at_least(1),
+    "celerykit_redis_sentinel_password": _sentinel_password,
+    "celerykit_redis_sentinel_master": lambda c, name, value, _: (
+        c.matches(name, value, SENTINEL_MASTER, "may hold letters, digits, '_', '.', '-' only") and None
+    ),
     # app role
     "celerykit_app_home": _home,
     "celerykit_app_redis_host": _text,
@@ -263,6 +319,10 @@ CHECKS: dict[str, Check] = {
     "celerykit_app_redis_tls_cert": _files_together("celerykit_app_redis_tls_key"),
     "celerykit_app_redis_tls_key": _checked_with,
     "celerykit_app_redis_tls_client_certificates": lambda c, name, value, _: c.flag(name, value) and None,
+    "celerykit_app_redis_sentinels": _sentinels,
+    "celerykit_app_redis_sentinel_master": _sentinel_master,
+    "celerykit_app_redis_sentinel_masters": _checked_with,
+    "celerykit_app_redis_sentinel_password": _sentinel_password,
     "celerykit_app_visibility_timeout": _whole_at_least(MIN_VISIBILITY_TIMEOUT),
     "celerykit_app_broker_connection_max_retries": _whole_at_least(1),
     "celerykit_app_log_level": _log_level,

@@ -22,6 +22,10 @@ QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 POOL_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 URL_PREFIX = re.compile(r"^[A-Za-z0-9_-]+$")
 REDIS_USER = re.compile(r"^[A-Za-z0-9_.-]+$")
+SENTINEL_MASTER = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A majority of Sentinels must agree the primary is down and pick one of them to fail it over: with
+# two, losing either stops every failover; three survive the loss of one.
+MIN_SENTINELS = 3
 HOME_BELOW_VAR_LIB = re.compile(r"^/var/lib/[^/]+")
 MIN_PASSWORD_LENGTH = 12
 MIN_COOKIE_SECRET_LENGTH = 32
@@ -258,6 +262,29 @@ class Checker:
             self.refuse(name, "must be host:port (a port between 1 and 65535)", value)
             return None
         return value
+
+    def sentinels(self, name: str, value: Any) -> tuple[tuple[str, int], ...] | None:
+        """Sentinels as host:port (or a host, on the default port): three or more, each once."""
+        if not isinstance(value, list | tuple):
+            self.refuse(name, f"must list at least {MIN_SENTINELS} Sentinels as host:port", value)
+            return None
+        found = []
+        for entry in value:
+            text = str(entry).strip()
+            address = text if HOST_PORT.match(text) else f"{text}:{defaults.REDIS_SENTINEL_PORT}"
+            matched = HOST_PORT.match(address)
+            if matched is None or not 1 <= int(matched.group(2)) <= 65535:
+                self.refuse(name, "must list Sentinels as host:port (a port between 1 and 65535)", value)
+                return None
+            found.append((matched.group(1).strip("[]"), int(matched.group(2))))
+        if len(set(found)) != len(found):
+            self.refuse(name, "must name each Sentinel once", value)
+            return None
+        if len(found) < MIN_SENTINELS:
+            rule = f"must list at least {MIN_SENTINELS} Sentinels (a majority must survive the loss of one)"
+            self.refuse(name, rule, value)
+            return None
+        return tuple(found)
 
     def mail_addresses(self, name: str, value: Any) -> tuple[str, ...] | None:
         addresses = [a.strip() for a in value] if isinstance(value, list | tuple) else None

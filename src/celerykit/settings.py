@@ -22,6 +22,7 @@ from celerykit.rules import (
     MIN_STATE_SAVE_INTERVAL_MS,
     MIN_VISIBILITY_TIMEOUT,
     REDIS_USER,
+    SENTINEL_MASTER,
     Checker,
     PoolSettings,
 )
@@ -109,6 +110,35 @@ class RedisTLS:
 
 
 @dataclass(frozen=True)
+class Sentinel:
+    """Redis behind Sentinels: clients ask them which Redis is the primary (kombu's and redis-py's
+    Sentinel support), and ask again after a failover."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    password: str
+
+    @classmethod
+    def from_env(cls, env: Env, check: Checker) -> Sentinel | None:
+        listed = env.get("CELERYKIT_REDIS_SENTINELS")
+        if listed is None:
+            return None
+        addresses = check.sentinels("CELERYKIT_REDIS_SENTINELS", comma_list(listed))
+        master = check.matches(
+            "CELERYKIT_REDIS_SENTINEL_MASTER",
+            env.get("CELERYKIT_REDIS_SENTINEL_MASTER", defaults.REDIS_SENTINEL_MASTER),
+            SENTINEL_MASTER,
+            "may hold letters, digits, '_', '.', '-' only",
+        )
+        if not (addresses and master):
+            return None  # the password is asked for once the Sentinels are right
+        password = env.secret_file(check, "CELERYKIT_REDIS_SENTINEL_PASSWORD_FILE")
+        if password is not None:
+            password = check.password("CELERYKIT_REDIS_SENTINEL_PASSWORD_FILE", password)
+        return cls(addresses, master, password) if password else None
+
+
+@dataclass(frozen=True)
 class Redis:
     host: str
     port: int
@@ -116,6 +146,7 @@ class Redis:
     user: str
     password: str
     tls: RedisTLS | None = None
+    sentinel: Sentinel | None = None
 
     @classmethod
     def from_env(cls, env: Env, checker: Checker | None = None) -> Redis:
@@ -136,6 +167,7 @@ class Redis:
             user=user,
             password=password,
             tls=RedisTLS.from_env(env, check),
+            sentinel=Sentinel.from_env(env, check),
         )
         if checker is None:
             check.raise_if_any()
@@ -143,8 +175,26 @@ class Redis:
 
     @property
     def url(self) -> str:
+        """Celery's broker and result backend URL; behind Sentinels, one URL per Sentinel (the
+        credentials are the Redis user's: Sentinels get their own password, see transport_options)."""
         credentials = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+        if self.sentinel:
+            return ";".join(f"sentinel://{credentials}@{h}:{p}/{self.db}" for h, p in self.sentinel.addresses)
         return f"{'rediss' if self.tls else 'redis'}://{credentials}@{self.host}:{self.port}/{self.db}"
+
+    def transport_options(self) -> dict[str, Any]:
+        """What kombu, Celery's Sentinel result backend and Flower need beyond the URL: the name the
+        Sentinels watch the primary under and how to talk to them (their password, TLS as to Redis)."""
+        if not self.sentinel:
+            return {}
+        sentinel_kwargs: dict[str, Any] = {
+            "password": self.sentinel.password,
+            "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT,
+        }
+        if self.tls:
+            sentinel_kwargs |= {"ssl": True, **self.tls.ssl_options()}
+        return {"master_name": self.sentinel.master, "sentinel_kwargs": sentinel_kwargs}
 
 
 def redis_tls_names(env: Env) -> list[str]:

@@ -240,17 +240,17 @@ def good_variables() -> dict:
     }
 
 
-def check(tmp_path: Path, hosts: dict[str, dict], beat_hosts: list[str]) -> dict[str, list[tuple[str, dict]]]:
-    """Run the check playbook on these local hosts; return each host's failed tasks (name, result)."""
+def check(
+    tmp_path: Path, hosts: dict[str, dict], beat_hosts: list[str], groups: dict[str, list[str]] | None = None
+) -> dict[str, list[tuple[str, dict]]]:
+    """Run the check playbook on these local hosts (each in every group unless `groups` says where);
+    return each host's failed tasks (name, result)."""
+    members = {"redis": list(hosts), "celery_workers": list(hosts), "flower": list(hosts), **(groups or {})}
+    members["celery_beat"] = beat_hosts
     inventory = {
         "all": {
             "hosts": hosts,
-            "children": {
-                "redis": {"hosts": dict.fromkeys(hosts)},
-                "celery_workers": {"hosts": dict.fromkeys(hosts)},
-                "flower": {"hosts": dict.fromkeys(hosts)},
-                "celery_beat": {"hosts": dict.fromkeys(beat_hosts)},
-            },
+            "children": {group: {"hosts": dict.fromkeys(names)} for group, names in members.items()},
         }
     }
     path = tmp_path / "inventory.yml"
@@ -317,3 +317,48 @@ def test_no_secret_appears_in_the_output(tmp_path: Path):
     assert "celerykit_flower_password must be at least 12 characters long, got 6" in text
     for name in ("celerykit_redis_password", "celerykit_flower_password"):
         assert f'"{variables[name]}"' not in text
+
+
+def sentinel_inventory(sentinels: int, **variables) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """A primary, a replica and `sentinels` Sentinels (on those and more hosts), every host a client."""
+    names = [f"redis-{i}" for i in range(max(sentinels, 2))]
+    shared = {
+        **good_variables(),
+        "celerykit_redis_replication_password": secrets.token_urlsafe(24),
+        "celerykit_redis_sentinel_password": secrets.token_urlsafe(24),
+    }
+    shared["celerykit_app_redis_sentinel_password"] = shared["celerykit_redis_sentinel_password"]
+    hosts = {name: {**shared, **variables} for name in names}
+    groups = {"redis": names[:1], "redis_replicas": names[1:2], "redis_sentinels": names[:sentinels]}
+    return hosts, groups
+
+
+def test_two_sentinels_are_refused_for_what_they_cannot_do(tmp_path: Path):
+    hosts, groups = sentinel_inventory(2)
+    failed = check(tmp_path, hosts, beat_hosts=["redis-0"], groups=groups)
+    for host in groups["redis_sentinels"]:
+        messages = [outcome["msg"] for _, outcome in failed[host]]
+        assert (
+            "group redis_sentinels must list at least 3 Sentinels (a majority must survive the loss of one),"
+            " got ['redis-0', 'redis-1']"
+        ) in messages, messages
+
+
+def test_a_master_name_the_sentinels_do_not_watch_is_refused(tmp_path: Path):
+    hosts, groups = sentinel_inventory(3, celerykit_app_redis_sentinel_master="mymaster")
+    failed = check(tmp_path, hosts, beat_hosts=["redis-0"], groups=groups)
+    for host in hosts:
+        ((task, outcome), *_) = failed[host]
+        assert task.endswith("Check the app settings"), failed[host]
+        assert outcome["msg"] == (
+            "celerykit_app_redis_sentinel_master must be the name the Sentinels watch the primary under"
+            " (celerykit), got 'mymaster'"
+        )
+
+
+def test_a_sentinel_inventory_passes_the_check(tmp_path: Path):
+    """The two refusals above are the Sentinel rules' own: the same inventory with three passes."""
+    hosts, groups = sentinel_inventory(3)
+    hosts["redis-0"]["celerykit_flower_password"] = "flower"  # noqa: S105 - one refusal, so the run fails
+    failed = check(tmp_path, hosts, beat_hosts=["redis-0"], groups=groups)
+    assert [task for task, _ in failed["redis-1"]] == ["Stop unless every host passed"], failed["redis-1"]

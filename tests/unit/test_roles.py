@@ -100,6 +100,8 @@ def test_hosts_and_compose_give_each_service_the_same_settings(template: str, se
     # Client certificates to Redis are a hosts' option: compose's Redis shares its backend network
     # with the stack's own services only, and asks for none.
     host_only |= {"CELERYKIT_REDIS_CERT_FILE", "CELERYKIT_REDIS_KEY_FILE"}
+    # Sentinels are an inventory's (a primary and replicas on several hosts), not a laptop's stack.
+    host_only |= {f"CELERYKIT_REDIS_SENTINEL{s}" for s in ("S", "_MASTER", "_PASSWORD_FILE")}
     if service == "worker-high":
         host_only |= {"CELERYKIT_POOL_EXTRA_ARGS"}
     assert on_hosts - host_only == in_compose - demo_only

@@ -56,6 +56,19 @@ BAD_WORKER_SETTINGS = [
         {"CELERYKIT_REDIS_PASSWORD_FILE": "/nonexistent/secret"},
         "CELERYKIT_REDIS_PASSWORD_FILE must name an existing secret file, got '/nonexistent/secret'",
     ),
+    (
+        {"CELERYKIT_REDIS_SENTINELS": "s1:26379,s2:26379"},
+        "CELERYKIT_REDIS_SENTINELS must list at least 3 Sentinels (a majority must survive the loss of one),"
+        " got ['s1:26379', 's2:26379']",
+    ),
+    (
+        {"CELERYKIT_REDIS_SENTINELS": "s1,s2,s1"},
+        "CELERYKIT_REDIS_SENTINELS must name each Sentinel once, got ['s1', 's2', 's1']",
+    ),
+    (
+        {"CELERYKIT_REDIS_SENTINELS": "s1,s2,s3"},
+        "CELERYKIT_REDIS_SENTINEL_PASSWORD_FILE must be set to the path of a secret file",
+    ),
 ]
 
 
@@ -222,3 +235,21 @@ def test_several_bad_stack_settings_are_all_listed_one_line_each():
 def test_deployment_check_accepts_the_kits_defaults():
     pools = check_deployment(Env({}))
     assert {p.name: (p.queues, p.concurrency) for p in pools} == DEFAULT_POOLS
+
+
+def test_behind_sentinels_the_broker_and_results_ask_them_for_the_primary(base_env, tmp_path):
+    (tmp_path / "sentinel").write_text("a-sentinel-password-of-32-chars\n")
+    sentinels = {
+        "CELERYKIT_REDIS_SENTINELS": "redis1:26379,redis2,redis3:26380",
+        "CELERYKIT_REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "sentinel"),
+        "CELERYKIT_REDIS_TLS": "true",
+        "CELERYKIT_REDIS_CA_FILE": str(tmp_path / "sentinel"),  # any readable file: not opened here
+    }
+    settings = kit_settings(Env({**base_env, **sentinels}))
+    hosts = [url.split("@")[1] for url in settings["broker_url"].split(";")]
+    assert hosts == ["redis1:26379/0", "redis2:26379/0", "redis3:26380/0"]
+    assert settings["result_backend"] == settings["broker_url"]
+    for options in (settings["broker_transport_options"], settings["result_backend_transport_options"]):
+        assert options["master_name"] == "celerykit"
+        assert options["sentinel_kwargs"]["password"] == "a-sentinel-password-of-32-chars"  # noqa: S105
+        assert options["sentinel_kwargs"]["ssl"] is True and options["sentinel_kwargs"]["ssl_check_hostname"] is True

@@ -63,6 +63,7 @@ def under_stream(deployment: Deployment, operation: Callable[[], Any], *, name: 
         "longest_gap_seconds": longest_gaps(stream.sent, tally.results, started, ended),
         "tasks_per_worker": dict(sorted(workers.items())),
         "window": (started, ended),
+        "sent_tasks": stream.sent,
     }
-    drills.record(name, **{k: v for k, v in figures.items() if k != "window"})
+    drills.record(name, **{k: v for k, v in figures.items() if k not in ("window", "sent_tasks")})
     return result, tally, figures
