@@ -1,11 +1,12 @@
 """Run the benchmarks against a fresh compose stack and record the figures.
 
-    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput recycling monitoring scaling]
+    bench/run [--quick] [--keep] [lifecycle flower proxy priority throughput recycling monitoring scaling tls]
 
 Each benchmark prints the kit's figures next to the baseline's and writes bench/results/<name>.json
 (quick runs: bench/results-quick/). A full run of all seven also rewrites the table in docs/benchmarks.md.
 `scaling` runs only when named (it replaces the workers and empties Flower and Prometheus); a full run
-of it rewrites its table in docs/scaling.md.
+of it rewrites its table in docs/scaling.md. So does `tls` (it restarts the whole stack with TLS to
+Redis and back), in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -19,12 +20,24 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, machine, monitoring, priority, proxy, recycling, report, scaling, throughput
+from bench import (
+    flower_memory,
+    lifecycle,
+    machine,
+    monitoring,
+    priority,
+    proxy,
+    recycling,
+    report,
+    scaling,
+    throughput,
+    tls,
+)
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stack import ROOT, Stack
 
-NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "recycling", "monitoring", "scaling")  # in order
-DEFAULT = NAMES[:7]  # the ones docs/benchmarks.md shows; scaling only when named
+NAMES = ("lifecycle", "proxy", "flower", "priority", "throughput", "recycling", "monitoring", "scaling", "tls")
+DEFAULT = NAMES[:7]  # the ones docs/benchmarks.md's results table shows; scaling and tls only when named
 RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "flower": flower_memory.run,
     "proxy": proxy.run,
@@ -33,6 +46,7 @@ RUNNERS: dict[str, Callable[[Stack, Sizes], dict]] = {
     "recycling": recycling.run,
     "monitoring": monitoring.run,
     "scaling": scaling.run,
+    "tls": tls.run,
 }
 RENDER = {key: renderer for key, _, renderer in report.SECTIONS} | {
     key: renderer for key, (_, renderer) in report.DOCUMENTS.items()

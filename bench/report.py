@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import flower_memory, lifecycle, monitoring, priority, proxy, recycling, scaling, throughput
+from bench import flower_memory, lifecycle, monitoring, priority, proxy, recycling, scaling, throughput, tls
 
 START = "<!-- results:start (written by bench/run; edit the text around it, not inside) -->"
 END = "<!-- results:end -->"
@@ -24,6 +24,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], list[str]]]] = [
 # Benchmarks whose tables go into a document of their own, between `<!-- figures: NAME -->` and FIGURES_END.
 DOCUMENTS: dict[str, tuple[str, Callable[[dict], list[str]]]] = {
     "scaling": ("docs/scaling.md", scaling.render),
+    "tls": ("docs/benchmarks.md", tls.render),
 }
 
 

@@ -28,6 +28,7 @@ class Sizes:
     scaling_stream_rate: int = 20  # no-op tasks a second in the steady stream, the same at every size
     throughput_short_tasks: int = 1500  # 10 ms tasks per variant
     throughput_cap_s: int = 240  # a variant stops here; its rate is then that of what finished
+    tls_repeats: int = 3  # rounds of plain and TLS (each switches the whole stack twice)
     recycling_tasks: int = 5100  # the kit: 204 replacements a round (bench/recycling.py)
     recycling_reference_tasks: int = 1000  # Celery as it is: 40, each of them seconds long
 
@@ -68,4 +69,5 @@ QUICK = Sizes(
     scaling_stream_rate=10,
     recycling_tasks=1000,
     recycling_reference_tasks=250,
+    tls_repeats=1,
 )

@@ -139,7 +139,13 @@ def secrets(host: testinfra.host.Host) -> dict[str, str]:
     listing = host.run("find /etc/celerykit/secrets -type f 2>/dev/null").stdout.split()
     for path in listing:
         found[path] = host.file(path).content_string.strip()
-    for variable in ("celerykit_redis_password", "celerykit_app_redis_password", "celerykit_flower_password"):
+    for variable in (
+        "celerykit_redis_password",
+        "celerykit_app_redis_password",
+        "celerykit_flower_password",
+        "celerykit_redis_replication_password",  # with replicas and Sentinels (multinode)
+        "celerykit_redis_sentinel_password",
+    ):
         value = templated(host, variable)
         if isinstance(value, str) and "VARIABLE IS NOT DEFINED" not in value:
             found[variable] = value.strip()

@@ -17,6 +17,7 @@ This module runs last in the scenario: the primary stays where the failover move
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 
@@ -26,6 +27,9 @@ from conftest import hosts, templated
 from celerykit import defaults
 
 SAFE_AFTER = 1.0  # seconds: a task acknowledged longer before the kill must survive it
+# Every task the new primary holds finishes within seconds once the stream stops; the count waits
+# this long for the others (what the kill took) before saying where they are.
+DRAIN = 60.0
 PROMOTION_TIMEOUT = 90.0
 DRILL_UNIT = "/run/systemd/system/redis-server.service.d/zz-celerykit-drill.conf"
 
@@ -56,6 +60,38 @@ def replication(host) -> dict[str, str]:
 def by_name(name: str):
     (host,) = [h for h in hosts("redis") + hosts("redis_replicas") if h.backend.host == name]
     return host
+
+
+# Where a task that did not finish is in the new primary: waiting in a queue, reserved by a worker
+# that lost it at the kill (kombu's `unacked` hash: delivered again after the visibility timeout), or
+# nowhere (the kill took it before a replica had it).
+WHERE = """
+import json, sys
+from celerykit.app import app
+client, wanted, found = app.backend.client, set(sys.argv[1].split(",")), {}
+def task_id(raw):
+    message = json.loads(raw)
+    message = message[0] if isinstance(message, list) else message
+    return (message.get("headers") or {}).get("id") or (message.get("properties") or {}).get("correlation_id")
+for raw in client.hvals("unacked"):
+    if task_id(raw) in wanted:
+        found[task_id(raw)] = "reserved (unacked)"
+for key in client.scan_iter(count=1000):
+    if client.type(key) == b"list":
+        for raw in client.lrange(key, 0, -1):
+            try:
+                if task_id(raw) in wanted:
+                    found[task_id(raw)] = "queued in " + key.decode(errors="replace")
+            except (ValueError, AttributeError):
+                continue
+print(json.dumps({t: found.get(t, "nowhere") for t in wanted}))
+"""
+
+
+def where(deployment, task_ids: list[str]) -> dict[str, str]:
+    if not task_ids:
+        return {}
+    return json.loads(deployment.run_python(WHERE, ",".join(task_ids), timeout=120).strip().splitlines()[-1])
 
 
 def wait_for(what: str, check, timeout: float) -> float:
@@ -134,10 +170,12 @@ def test_the_primary_killed_a_replica_takes_over_and_nothing_acknowledged_before
         )
         moments["rejoined"] = time.time()
         # Bytes of the stream each replica had not yet confirmed (replicas confirm once a second: an
-        # upper bound on what it lacked, not what it lacked).
+        # upper bound on what it lacked).
         return {"unconfirmed_bytes_at_kill": lag}
 
-    result, tally, figures = operations.under_stream(deployment, kill_the_primary, name="sentinel-failover-stream")
+    result, tally, figures = operations.under_stream(
+        deployment, kill_the_primary, name="sentinel-failover-stream", drain=DRAIN
+    )
     new = primary(sentinels[0])
     killed = moments["killed"]
     # Flowing again: the first start of a task the new primary took (acknowledged a second after the
@@ -148,6 +186,7 @@ def test_the_primary_killed_a_replica_takes_over_and_nothing_acknowledged_before
         if sent.acknowledged > killed + 1.0
         and isinstance((tally.results.get(sent.task_id) or {}).get("started"), float)
     )
+    places = where(deployment, [s.task_id for s in tally.lost])
     lost_early = [s.task_id for s in tally.lost if s.acknowledged < killed - SAFE_AFTER]
     report = drills.record(
         "sentinel-failover",
@@ -158,8 +197,11 @@ def test_the_primary_killed_a_replica_takes_over_and_nothing_acknowledged_before
         rejoined_seconds=round(moments["rejoined"] - moments["back"], 1),
         sent=figures["sent"],
         refused=figures["refused"],
-        lost=len(tally.lost),
-        lost_acknowledged_before_kill=[round(s.acknowledged - killed, 3) for s in tally.lost],
+        unfinished_count=len(tally.lost),
+        unfinished=[
+            {"acknowledged_after_kill": round(s.acknowledged - killed, 3), "where": places.get(s.task_id)}
+            for s in tally.lost
+        ],
         executed_twice=len(tally.executed_twice),
         redelivered=figures["redelivered"],
         failed=len(tally.failed),

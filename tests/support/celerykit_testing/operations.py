@@ -25,9 +25,12 @@ LEAD = 5.0  # seconds the stream flows before and after the operation: every que
 DRAIN = 180.0  # seconds the streamed tasks have to finish after the stream ends
 
 
-def under_stream(deployment: Deployment, operation: Callable[[], Any], *, name: str) -> tuple[Any, Tally, dict]:
+def under_stream(
+    deployment: Deployment, operation: Callable[[], Any], *, name: str, drain: float = DRAIN
+) -> tuple[Any, Tally, dict]:
     """Run `operation` while counted tasks flow to every queue; return its result, the tally and the
-    figures (also recorded as `name`)."""
+    figures (also recorded as `name`). `drain`: how long the count waits for the last tasks (a drill
+    that expects some never to finish waits less)."""
     queues = sorted({q for qs in deployment.pools().values() for q in qs})
     seed = random.SystemRandom().randrange(1_000_000)
     stream = Stream(deployment, queues, seed, seconds=1800)  # `stop` ends it once the operation is done
@@ -44,7 +47,7 @@ def under_stream(deployment: Deployment, operation: Callable[[], Any], *, name: 
         sender.join(timeout=300)
     if stream.error:
         raise stream.error
-    tally, drain_seconds = count(deployment.target, stream.sent, time.monotonic() + DRAIN)
+    tally, drain_seconds = count(deployment.target, stream.sent, time.monotonic() + drain)
     workers: dict[str, int] = defaultdict(int)
     for task_result in tally.results.values():
         workers[str(task_result.get("worker"))] += 1
