@@ -122,7 +122,8 @@ def main() -> int:
         print("docs/benchmarks.md updated", flush=True)
     for name, (doc, renderer) in report.DOCUMENTS.items():
         if not args.quick and not args.results and "error" not in results.get(name, {"error": "not run"}):
-            report.update_figures(ROOT / doc, name, run, renderer(results[name]))
+            rounds = results[name].get("quiet", {}).get("rounds", run["repeats"])  # its own, not the sizes'
+            report.update_figures(ROOT / doc, name, run | {"repeats": rounds}, renderer(results[name]))
             print(f"{doc} updated", flush=True)
     return 1 if any("error" in r for r in results.values()) else 0
 

@@ -49,7 +49,11 @@ def run(stack: Stack, sizes: Sizes) -> dict:
         "short_tasks": sizes.throughput_short_tasks,
         "quiet": quiet.summary(rounds),
         "rounds": rounds,
-        "tasks_per_s": {key: median([r[key]["tasks_per_s"] for r in rounds]) for key in rounds[0]},
+        "tasks_per_s": {
+            f"{name}/{mode}": median([r[f"{name}/{mode}"]["tasks_per_s"] for r in rounds])
+            for name in MEASURED
+            for mode in MODES
+        },
         "tls_over_plain": {
             name: spread([ratio(r[f"{name}/tls"]["tasks_per_s"], r[f"{name}/plain"]["tasks_per_s"]) for r in rounds])
             for name in MEASURED
