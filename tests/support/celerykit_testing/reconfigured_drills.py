@@ -29,6 +29,10 @@ __all__ = [  # noqa: RUF022 - in the order the drills run: the soak last
 
 VISIBILITY_TIMEOUT = 60
 MAX_RETRIES = 2
+# The killed pool's tasks must still be running at the kill, which comes once Flower has seen them
+# start: on a loaded host its events lag by seconds (a 10 s task once finished first, and was
+# rightly not run again).
+TASK_SECONDS = 20
 
 # Runs inside the deployment: wait until Redis holds no unacknowledged message (what the drill
 # before left running has finished and was acknowledged), at most argv[1] seconds; print how many
@@ -58,11 +62,11 @@ def test_a_killed_worker_main_process_loses_no_task(reconfigured_deployment: Dep
         queue="low_priority",
         running=2,
         queued=2,
-        seconds=10,
+        seconds=TASK_SECONDS,
         inject=lambda: deployment.kill_pool(pool),
         # back within the visibility timeout and one redelivery sweep (README, "Reliability"),
-        # then 10 s to run, and a margin
-        timeout=VISIBILITY_TIMEOUT + defaults.REDELIVERY_SWEEP_SECONDS + 10 + 30,
+        # then the time to run, and a margin
+        timeout=VISIBILITY_TIMEOUT + defaults.REDELIVERY_SWEEP_SECONDS + TASK_SECONDS + 30,
     )
     restarts = deployment.restarts(worker(pool)) - before
     drills.record(
