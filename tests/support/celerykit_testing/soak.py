@@ -119,7 +119,7 @@ SENDER = """
 import json, random, sys, time
 from celerykit.app import app
 rate, seconds, seed, queues = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
-share, sleep_seconds, stop_key = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
+share, sleep_seconds, stop_key, min_sent = float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], int(sys.argv[8])
 
 
 def stopped():
@@ -133,7 +133,8 @@ rng = random.Random(seed)
 sent, refused = [], {}
 start = due = time.monotonic()
 checked = start
-while time.monotonic() - start < seconds:
+# `seconds`, or longer (at most twice) until `min_sent` went: a starved host sends slowly.
+while (time.monotonic() - start < seconds or len(sent) < min_sent) and time.monotonic() - start < 2 * seconds:
     if time.monotonic() - checked >= 1.0:  # once a second: on a loaded host every round trip counts
         checked = time.monotonic()
         if stopped():
@@ -161,7 +162,8 @@ class Stream:
     deployment: Deployment
     queues: list[str]
     seed: int
-    seconds: float  # at most: `stop` ends it sooner
+    seconds: float  # at most (or until `min_sent` went, at most twice as long): `stop` ends it sooner
+    min_sent: int = 0
     sent: list[Sent] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
     error: Exception | None = None  # raised again by the soak: a stream that did not run proves nothing
@@ -169,7 +171,7 @@ class Stream:
     def run(self) -> None:
         args = (RATE, self.seconds, self.seed, ",".join(self.queues), SLEEP_SHARE, SLEEP_SECONDS, self.stop_key)
         try:
-            out = self.deployment.run_python(SENDER, *map(str, args), timeout=self.seconds + 300)
+            out = self.deployment.run_python(SENDER, *map(str, (*args, self.min_sent)), timeout=2 * self.seconds + 300)
             result = json.loads(out.strip().splitlines()[-1])
         except Exception as error:  # handed to the soak's thread
             self.error = error
@@ -298,7 +300,7 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         deployment.where(service)
     locks = {service: threading.Lock() for service in services}
 
-    stream = Stream(deployment, queues, seed, seconds)
+    stream = Stream(deployment, queues, seed, seconds, min_sent=MIN_SENT)
     sender = threading.Thread(target=stream.run, daemon=True)
     started_at = time.time()
     start, threads = time.monotonic(), []
@@ -310,7 +312,7 @@ def soak(deployment: Deployment, *, visibility_timeout: float, seconds: float = 
         threads.append(thread)
     for thread in threads:
         thread.join(timeout=600)
-    sender.join(timeout=seconds + 300)
+    sender.join(timeout=2 * seconds + 300)
     sent, refused = stream.sent, stream.refused
     stream_seconds = time.monotonic() - start
     for service in [REDIS, FLOWER, *(worker(pool) for pool in pools)]:
