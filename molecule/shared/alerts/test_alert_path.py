@@ -1,8 +1,8 @@
-"""The dashboard and the alert path end to end on the multinode hosts: every panel shows data
+"""The dashboard and the alert path end to end on the all-in-one host: every panel shows data
 after a workload; a stopped pool's backlog warning and "no worker" alert arrive at the test's
 mail and webhook sink, and are resolved once it runs again.
-(Five minutes of waiting on alert rules: the multinode scenario runs it, beside the longer
-all-in-one one.)"""
+(Minutes of waiting on alert rules: the default scenario runs it, beside the other scenarios'
+longer drills.)"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ on the `deployment` and `beat_deployment` fixtures (../conftest.py). Every drill
 as it found them: what was killed runs again.
 
 Faults that need other settings (a short visibility timeout, a small retry budget) are in
-../reconfigure, run on the all-in-one scenario.
+../reconfigure, run by the reconfigure scenario (an all-in-one host of its own).
 """
 
 from celerykit_testing.beat_drills import *  # noqa: F403 - the drills, collected as this module's tests
