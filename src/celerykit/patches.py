@@ -33,6 +33,15 @@ worker stops with "Unrecoverable error" (seen at 4 of 12 Redis kills in one soak
 cancels its running tasks. Their messages stay unacknowledged in Redis either way; the fix
 logs the failed close and lets the consumer reconnect as it would have.
 
+**A worker whose broker is gone still stops when told to** (Celery 5.7's `Heart`). The worker
+publishes its heartbeat every 2 s with `retry=True` and no retry policy, so kombu retries the broker
+connection without limit, inside the event loop. If the heartbeat comes before the consumer notices the
+loss, the loop stays there while the broker is gone: a SIGTERM's warm shutdown never runs, and a
+`systemctl restart` waits for the unit's stop timeout (3,360 s) before it kills the worker (seen when a
+deployment moved to another Redis: the converge hung on the handler's restart). A heartbeat is worth
+sending only now; the kit sends it once, and a failure is logged, not retried: the consumer's own
+reconnection (with its retry budget) handles the loss, and Flower sees the worker offline meanwhile.
+
 **A pool process lets go of the main process's Redis connections** (any Celery). A child forked
 after the worker connected (every replacement of a recycled child) inherits the file descriptors
 of the main process's Redis connections, the one waiting in `BRPOP` among them. When the main
@@ -69,6 +78,7 @@ import billiard
 import celery
 import kombu
 from celery import signals
+from celery.worker import heartbeat
 from celery.worker.consumer import consumer as consumer_module
 from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
@@ -238,6 +248,21 @@ def close_reads_the_outstanding_brpop(close):
     return closing
 
 
+def heartbeat_sent_once(send):
+    """Heart._send: one attempt; a broker that is gone costs this heartbeat, not the event loop."""
+
+    @functools.wraps(send)
+    def sending(heart, event, retry=True):
+        try:
+            return send(heart, event, retry=False)
+        except Exception as exc:  # whatever the transport raises for a lost broker
+            logger.warning("%s not sent (the broker connection is down?): %r", event, exc)
+            return None
+
+    sending.celerykit_patched = True
+    return sending
+
+
 def _patch(owner, name: str, fix) -> None:
     if not getattr(getattr(owner, name), "celerykit_patched", False):  # once per process
         setattr(owner, name, fix(getattr(owner, name)))
@@ -252,6 +277,8 @@ def apply() -> list[str]:
         applied.append("cancel keeps the message")
         _patch(consumer_module, "ignore_errors", close_ignoring_any_error)
         applied.append("a lost connection's close cannot stop the worker")
+        _patch(heartbeat.Heart, "_send", heartbeat_sent_once)
+        applied.append("a heartbeat never waits for the broker")
         task_events.apply()
         applied.append("task events are sent in batches")
         if affected(version(billiard), BILLIARD_AFFECTED):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -24,6 +26,7 @@ from celery import Celery
 from celery.backends.redis import RedisBackend
 from celery.concurrency.asynpool import AsynPool
 from celery.worker.request import Request
+from celerykit_testing.local_redis import start_redis, stop_redis
 from kombu import Message
 
 from celerykit import patches
@@ -105,6 +108,7 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
     applied = [
         "cancel keeps the message",
         "a lost connection's close cannot stop the worker",
+        "a heartbeat never waits for the broker",
         "task events are sent in batches",
         "a recycled process is replaced within milliseconds",
         "a cancelled consumer's last message goes back",
@@ -191,3 +195,58 @@ def test_closing_a_lost_connection_cannot_stop_the_worker(caplog):
         pass
     else:
         raise AssertionError("kombu's ignore_errors ignores this now: drop the fix")
+
+
+HEARTBEAT_AFTER_THE_BROKER_WENT = """
+import sys
+from celery import Celery
+from celery.worker.heartbeat import Heart
+from kombu.asynchronous.timer import Timer
+from celerykit import patches
+
+if sys.argv[2] == "fixed":
+    patches.apply()
+app = Celery("heartbeat-test", broker=sys.argv[1], set_as_current=False)
+with app.connection_for_write() as connection:
+    heart = Heart(Timer(), app.events.Dispatcher(connection, enabled=True), interval=2)
+    heart._send("worker-heartbeat")  # the broker is up: sent
+    print("sent", flush=True)
+    sys.stdin.readline()  # the test stops the broker
+    heart._send("worker-heartbeat")
+    print("returned", flush=True)
+"""
+
+
+def heartbeat_returns_after_the_broker_went(tmp_path, fixed: bool, wait: float) -> bool:
+    """A worker's heartbeat (Celery's own Heart and event dispatcher) sent while its Redis is up, then
+    again once it is gone. Returns whether the second send came back within `wait` seconds (kombu
+    retries once a second)."""
+    tmp_path.mkdir()
+    server = start_redis(tmp_path, notifications=False)
+    script = tmp_path / "heartbeat.py"
+    script.write_text(HEARTBEAT_AFTER_THE_BROKER_WENT)
+    command = [sys.executable, str(script), server.url, "fixed" if fixed else "as-is"]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as worker:
+        try:
+            assert worker.stdout.readline().strip() == "sent"
+            stop_redis(server)
+            worker.stdin.write("\n")
+            worker.stdin.flush()
+            try:
+                worker.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                return False
+            return worker.stdout.read().strip() == "returned"
+        finally:
+            worker.kill()
+            if server.process.poll() is None:
+                stop_redis(server)
+
+
+def test_a_heartbeat_never_waits_for_a_broker_that_is_gone(tmp_path):
+    """Celery 5.7 retries a heartbeat's broker connection without limit, in the event loop, so a
+    SIGTERM is never acted on; with the fix the send gives up at once (and the consumer reconnects)."""
+    assert heartbeat_returns_after_the_broker_went(tmp_path / "fixed", fixed=True, wait=30)
+    assert not heartbeat_returns_after_the_broker_went(tmp_path / "as-is", fixed=False, wait=8), (
+        "Celery's heartbeat no longer waits for the broker: drop the fix"
+    )
