@@ -179,3 +179,30 @@ def test_the_kits_ca_issues_what_it_is_asked_and_renews_what_runs_out(ca):
     assert not pki.still_good(issued.cert, authority.cert, ["redis", "another-name"])  # a name was added
     assert not pki.still_good(pki.issue(authority, ["redis"], days=10).cert, authority.cert, ["redis"])
     assert not pki.still_good(issued.cert, pki.make_ca().cert, ["redis"])  # another CA's
+
+
+def _ensure_for(directory: str, host: str) -> None:
+    files = pki.Files(
+        ca=Path(directory) / "ca.crt",
+        ca_key=Path(directory) / "ca.key",
+        cert=Path(directory) / f"{host}.crt",
+        key=Path(directory) / f"{host}.key",
+    )
+    pki.ensure(files, [host], ca_name="race test CA")
+
+
+def test_hosts_issued_at_once_share_one_ca(tmp_path):
+    """As Ansible runs the certificate task: every host in its own process at the same moment, no CA
+    yet. Each succeeds, and each certificate is signed by the one CA left in the directory."""
+    import multiprocessing
+
+    hosts = [f"host-{n}" for n in range(8)]
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_ensure_for, args=(str(tmp_path), host)) for host in hosts]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0] * len(hosts)
+    ca = (tmp_path / "ca.crt").read_bytes()
+    assert all(pki.still_good((tmp_path / f"{host}.crt").read_bytes(), ca, [host]) for host in hosts)
