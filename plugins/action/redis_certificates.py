@@ -40,6 +40,7 @@ class ActionModule(ActionBase):
             cert=directory / f"{name}.crt",
             key=directory / f"{name}.key",
         )
-        written = pki.ensure(files, names, ca_name="celerykit CA for Redis", client=bool(args.get("client", False)))
+        client = bool(args.get("client", False))
+        written = pki.ensure_locked(files, names, ca_name="celerykit CA for Redis", client=client)
         result.update(changed=bool(written), ca=str(files.ca), cert=str(files.cert), key=str(files.key))
         return result

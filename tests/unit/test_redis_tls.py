@@ -188,7 +188,7 @@ def _ensure_for(directory: str, host: str) -> None:
         cert=Path(directory) / f"{host}.crt",
         key=Path(directory) / f"{host}.key",
     )
-    pki.ensure(files, [host], ca_name="race test CA")
+    pki.ensure_locked(files, [host], ca_name="race test CA")
 
 
 def test_hosts_issued_at_once_share_one_ca(tmp_path):
