@@ -143,19 +143,6 @@ class Files:
 def ensure(files: Files, names: Sequence[str], *, ca_name: str, client: bool = False) -> list[Path]:
     """The CA made on the first run and kept; its certificate for `names` issued again whenever it no
     longer fits (see still_good). Returns the files written now. One caller at a time: see ensure_locked."""
-    return _ensure(files, names, ca_name=ca_name, client=client)
-
-
-def ensure_locked(files: Files, names: Sequence[str], *, ca_name: str, client: bool = False) -> list[Path]:
-    """ensure, holding a lock beside the CA: Ansible issues every host's certificate at once, each in its
-    own process, and two that each found no CA made one each (one host's run then failed, or its
-    certificate was signed by a CA that was replaced)."""
-    with open(files.ca_key.with_name(files.ca_key.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        return _ensure(files, names, ca_name=ca_name, client=client)
-
-
-def _ensure(files: Files, names: Sequence[str], *, ca_name: str, client: bool) -> list[Path]:
     written = []
     if not files.ca_key.exists():
         authority = make_ca(ca_name)
@@ -169,6 +156,15 @@ def _ensure(files: Files, names: Sequence[str], *, ca_name: str, client: bool) -
         _write(files.cert, issued.cert, files.public)
         written += [files.key, files.cert]
     return written
+
+
+def ensure_locked(files: Files, names: Sequence[str], *, ca_name: str, client: bool = False) -> list[Path]:
+    """ensure, holding a lock beside the CA: Ansible issues every host's certificate at once, each in its
+    own process, and two that each found no CA made one each (one host's run then failed, or its
+    certificate was signed by a CA that was replaced)."""
+    with open(files.ca_key.with_name(files.ca_key.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return ensure(files, names, ca_name=ca_name, client=client)
 
 
 def _write(path: Path, content: bytes, mode: int) -> None:
