@@ -12,17 +12,20 @@ Redis acknowledged, by id, and whether it ran, ran twice, or never ran. A task a
 sync holds a write within milliseconds of its acknowledgement. What the kill took is reported with
 the replication lag measured just before it.
 
-This module runs last in the scenario: the primary stays where the failover moved it.
+This module runs last in the scenario: the primary stays where the failover moved it. Its last test
+runs the redis role's replication step again there, as every later converge does.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import threading
 import time
+from pathlib import Path
 
 from celerykit_testing import drills, operations
-from conftest import hosts, templated
+from conftest import all_secrets, hosts, playbook, templated
 
 from celerykit import defaults
 
@@ -220,3 +223,64 @@ def test_the_primary_killed_a_replica_takes_over_and_nothing_acknowledged_before
     )
     wait_for("the exporter on the new primary", lambda: exporter_redis_up(flower_host), 60)
     assert float(beat.strip()) > moments["promoted"], report
+
+
+# The redis role's replication step alone, on every Redis host (its own tasks file, as site.yml runs it).
+REPLICATION_PLAY = """
+- name: Replicate the primary the Sentinels name
+  hosts: redis:redis_replicas
+  gather_facts: false
+  tasks:
+    - name: The redis role's replication step
+      ansible.builtin.include_role:
+        name: celerykit.platform.redis
+        tasks_from: replication.yml
+"""
+
+
+def command_lines_while(action) -> tuple[object, set[str]]:
+    """Run `action` while reading every process's command line on this machine (the controller's
+    `docker exec` and, through the shared kernel, the processes in the hosts) every few ms."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    seen.add(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:  # the process ended
+                    continue
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        return action(), seen
+    finally:
+        done.set()
+        sampler.join()
+
+
+def test_a_converge_after_the_failover_keeps_the_new_primary_and_shows_no_password_in_ps(tmp_path):
+    """The replication step asks the Sentinels (it does not point every Redis back at the inventory's
+    first primary), and the passwords it uses never reach a command line: Ansible writes a task's
+    `environment` into the remote shell's command, so they go to redis-cli on its standard input."""
+    sentinels = hosts("redis_sentinels")
+    before = primary(sentinels[0])
+    play = tmp_path / "replication.yml"
+    play.write_text(REPLICATION_PLAY)
+    result, command_lines = command_lines_while(lambda: playbook(path=play))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    assert primary(sentinels[0]) == before
+    for host in hosts("redis") + hosts("redis_replicas"):
+        if host.backend.host != before:
+            assert replication(host)["master_host"] == before, host.backend.host
+    secrets = all_secrets()
+    leaks = {line for line in command_lines if any(secret in line for secret in secrets)}
+    for secret in secrets:  # reports name the commands, never the passwords
+        command_lines = {line.replace(secret, "<password>") for line in command_lines}
+    # The sampler saw the run: Ansible's `docker exec` into each host carries the module's shell command.
+    execs = [line for line in command_lines if " exec " in line and "/bin/sh -c" in line]
+    assert len(execs) >= 3, sorted(command_lines)[:50]
+    assert not leaks, sorted(line for line in command_lines if "<password>" in line)
