@@ -118,13 +118,13 @@ def playbook(
     tmp: Path | None = None,
     name: str = "site",
     inventory: str = INVENTORY,
-    path: Path | None = None,
+    play: Path | None = None,
     **env: str,
 ) -> subprocess.CompletedProcess:
     """Run one of the collection's playbooks (the site playbook unless `name` says another; a file of
-    the test's own if `path` names one) on the scenario's inventory or another (plus `args`, and
+    the test's own if `play` names one) on the scenario's inventory or another (plus `args`, and
     Ansible settings in `env`), as an operator would."""
-    command = ["ansible-playbook", "-i", inventory, str(path or f"celerykit.platform.{name}"), *args]
+    command = ["ansible-playbook", "-i", inventory, str(play or f"celerykit.platform.{name}"), *args]
     if extra_vars is not None:
         assert tmp is not None
         path = tmp / "extra-vars.json"
