@@ -8,9 +8,11 @@ inventory; MOLECULE_INVENTORY_FILE names that inventory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,9 +68,34 @@ def unit_names(host: testinfra.host.Host) -> list[str]:
     return units
 
 
-def templated(host: testinfra.host.Host, variable: str) -> str:
-    """A variable of this host as Ansible renders it (lookups and vault included)."""
-    return host.ansible("debug", f"var={variable}", check=False)[variable]
+# The inventory's passwords (with replicas and Sentinels: multinode, the last two as well).
+SECRET_VARIABLES = (
+    "celerykit_redis_password",
+    "celerykit_app_redis_password",
+    "celerykit_flower_password",
+    "celerykit_redis_replication_password",
+    "celerykit_redis_sentinel_password",
+)
+
+
+@functools.cache
+def rendered_secrets() -> dict[str, dict[str, str | None]]:
+    """Host -> SECRET_VARIABLES as Ansible renders them (lookups and vault included; None where
+    undefined). One `ansible` run for every host and the whole session: each run costs seconds of
+    CPU, and the inventory does not change while the tests run."""
+    values = ", ".join(f"'{name}': {name} | default(None)" for name in SECRET_VARIABLES)
+    args = json.dumps({"msg": "{{ {" + values + "} }}"})
+    with tempfile.TemporaryDirectory() as tree:
+        subprocess.run(
+            ["ansible", "all", "-i", INVENTORY, "--tree", tree, "-m", "ansible.builtin.debug", "-a", args],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        return {path.name: json.loads(path.read_text())["msg"] for path in Path(tree).iterdir()}
+
+
+def templated(host: testinfra.host.Host, variable: str) -> str | None:
+    """One of SECRET_VARIABLES of this host, as Ansible renders it."""
+    return rendered_secrets()[host.backend.host][variable]
 
 
 @pytest.fixture(scope="session")
@@ -141,15 +168,9 @@ def secrets(host: testinfra.host.Host) -> dict[str, str]:
     listing = host.run("find /etc/celerykit/secrets -type f 2>/dev/null").stdout.split()
     for path in listing:
         found[path] = host.file(path).content_string.strip()
-    for variable in (
-        "celerykit_redis_password",
-        "celerykit_app_redis_password",
-        "celerykit_flower_password",
-        "celerykit_redis_replication_password",  # with replicas and Sentinels (multinode)
-        "celerykit_redis_sentinel_password",
-    ):
+    for variable in SECRET_VARIABLES:
         value = templated(host, variable)
-        if isinstance(value, str) and "VARIABLE IS NOT DEFINED" not in value:
+        if isinstance(value, str):
             found[variable] = value.strip()
     return {name: value for name, value in found.items() if len(value) >= 8}
 

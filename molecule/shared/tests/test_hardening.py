@@ -88,10 +88,16 @@ def test_unit_starts_at_boot(node: testinfra.host.Host, unit: str):
 READABLE = "/etc/celerykit /etc/redis /etc/nginx /etc/systemd/system /etc/default /var/lib/celerykit /opt/celerykit/bin"
 
 
+@pytest.fixture(scope="module")
+def secret_values() -> dict[str, str]:
+    """Every host's secrets, looked for on every host."""
+    return {name: value for host in hosts("all") for name, value in secrets(host).items()}
+
+
 @pytest.mark.parametrize("node", hosts("all"), ids=lambda h: h.backend.host)
-def test_no_secret_where_others_can_read_it(node: testinfra.host.Host):
+def test_no_secret_where_others_can_read_it(node: testinfra.host.Host, secret_values: dict[str, str]):
     """Not in any process's command line, the journal, a unit's settings, nor a file others may read."""
-    values = {name: value for host in hosts("all") for name, value in secrets(host).items()}
+    values = secret_values
     assert values, "no secrets found to look for"
     places = {
         "ps": node.check_output("ps -eo user,pid,args --no-headers"),
