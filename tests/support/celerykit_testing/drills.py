@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+from celerykit.demo import COUNTED
 from celerykit.verify import checks
 from celerykit.verify.target import Target
 
@@ -133,6 +134,17 @@ def wait_started(target: Target, task_ids: Iterable[str], timeout: float = 60.0)
         time.sleep(0.5)
 
 
+def wait_counted(target: Target, task_ids: Iterable[str], timeout: float = 60.0) -> None:
+    """Wait until every long tally task counted its run (celerykit.demo.COUNTED in the result
+    backend): a drill that kills it then finds it started twice once it ran again."""
+    pending = set(task_ids)
+    deadline = time.monotonic() + timeout
+    while pending := {t for t in pending if backend_info(target, t).get("state") not in (COUNTED, *FINISHED)}:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(pending)} task(s) not counted after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
 def resume_seconds(target: Target, queues: Sequence[str], since: float, timeout: float = 120.0) -> dict[str, float]:
     """Seconds from `since` (a time.time() stamp) until a task sent to each queue was started.
 
@@ -177,7 +189,7 @@ def kill_drill(
     """Start `running` long tasks on `queue` (plus `queued` waiting behind them), inject the fault
     while they run, and settle: every task must end with SUCCESS."""
     running_ids = send_tallies(target, running, queue, seconds)
-    wait_started(target, running_ids)
+    wait_counted(target, running_ids)
     queued_ids = send_tallies(target, queued, queue, seconds)
     start = time.monotonic()
     inject()
