@@ -32,7 +32,7 @@ from celerykit import defaults
 SAFE_AFTER = 1.0  # seconds: a task acknowledged longer before the kill must survive it
 # Every task the new primary holds finishes within seconds once the stream stops; the count waits
 # this long for the others (what the kill took) before saying where they are.
-DRAIN = 60.0
+DRAIN = 30.0
 PROMOTION_TIMEOUT = 90.0
 DRILL_UNIT = "/run/systemd/system/redis-server.service.d/zz-celerykit-drill.conf"
 

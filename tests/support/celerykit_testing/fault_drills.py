@@ -1,6 +1,6 @@
 """Fault drills on a deployment with its own settings, each counted task by task: written once, run
 by the compose tests (tests/stack/test_faults.py) and the Molecule verifier
-(molecule/shared/tests/test_faults.py), which import them and give the `deployment` fixture.
+(molecule/shared/faults/test_faults.py), which import them and give the `deployment` fixture.
 
 Every drill leaves the deployment as it found it: what was killed or restarted runs again.
 """
