@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from celerykit.settings import ConfigError, Env
+
+COMMANDS = {  # subcommands whose module builds its own arguments (build_parser) and runs them (main)
+    "verify": "check a deployment from outside",
+    "admin": "operate a deployment: workers, queues, revoke, pools, purge",
+    "pools": "drain pools, wait until they consume, report on them",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,15 +29,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     init = sub.add_parser("init-secrets", help="generate missing secrets, refuse empty or weak ones")
     init.add_argument("directory", type=Path)
     init.add_argument("--group", type=int, help="gid that may read the secrets")
-    from celerykit import verify
-
-    verify.build_parser(sub.add_parser("verify", help="check a deployment from outside"))
-    from celerykit import admin
-
-    admin.build_parser(sub.add_parser("admin", help="operate a deployment: workers, queues, revoke, pools, purge"))
-    from celerykit import pools
-
-    pools.build_parser(sub.add_parser("pools", help="drain pools, wait until they consume, report on them"))
+    # These three import Celery's client side, an HTTP client and more: only the one asked for is
+    # imported, so a service's health check (every few seconds in every container) stays cheap.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    asked = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, summary in COMMANDS.items():
+        command = sub.add_parser(name, help=summary)
+        if name == asked:
+            importlib.import_module(f"celerykit.{name}").build_parser(command)
     args = parser.parse_args(argv)
     env = Env.current()
     try:
@@ -56,11 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for path in generated:
                 print(f"celerykit: generated {path.name}", file=sys.stderr)
             return 0
-        if args.command == "pools":
-            return pools.main(args)
-        if args.command == "admin":
-            return admin.main(args)
-        return verify.main(args)
+        if args.command in COMMANDS:
+            return importlib.import_module(f"celerykit.{args.command}").main(args)
+        return 0
     except ConfigError as error:
         for line in str(error).splitlines():
             print(f"celerykit: configuration error: {line}", file=sys.stderr)
