@@ -3,13 +3,14 @@ fails in the check play with the kit's lines naming the variable, prints no secr
 stays exactly as it was (files, units, processes).
 
 Every rule is shown once, on a real check run, in tests/collection/test_check_playbook.py; here a
-few cases show it end to end on deployed hosts. Run in one scenario only (the all-in-one): each
-case is a full ansible-playbook start, the same on one host as on four.
+few cases show it end to end on deployed hosts. Run in one scenario only (the default, all-in-one):
+each case is a full ansible-playbook start, the same on one host as on four.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,15 @@ def fingerprint(host: testinfra.host.Host) -> str:
 
 @pytest.fixture(scope="module")
 def before() -> dict[str, str]:
-    return {host.backend.host: fingerprint(host) for host in hosts("all")}
+    """The hosts once they are still: the same fingerprint twice, 3 s apart (a drill before this
+    module may have left a unit starting again)."""
+    deadline = time.monotonic() + 120
+    last = None
+    while (now := {host.backend.host: fingerprint(host) for host in hosts("all")}) != last:
+        assert time.monotonic() < deadline, "the hosts kept changing before the bad inputs were given"
+        last = now
+        time.sleep(3)
+    return now
 
 
 @pytest.fixture(scope="module")

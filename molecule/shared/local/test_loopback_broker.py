@@ -1,4 +1,4 @@
-"""All-in-one (this scenario, like inventories/local): Redis is bound to loopback, so nothing outside
+"""All-in-one (the default scenario: inventories/local): Redis is bound to loopback, so nothing outside
 the host reaches it. Its network address refuses 6379, from the host itself and from outside."""
 
 import socket
