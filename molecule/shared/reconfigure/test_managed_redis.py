@@ -78,13 +78,16 @@ class Managed:
         return result.stdout if result.rc == 0 else ""
 
 
-def _put(host: testinfra.host.Host, path: str, content: str | bytes, mode: str = "0644") -> None:
-    """Copy through a controller file (0600): keys and passwords never in a command's arguments."""
-    source = Path(tempfile.mkdtemp()) / Path(path).name
-    source.write_bytes(content if isinstance(content, bytes) else content.encode())
-    source.chmod(0o600)
-    args = {"src": str(source), "dest": path, "mode": mode, "owner": "redis", "group": "redis"}
-    result = host.ansible("ansible.builtin.copy", json.dumps(args), check=False)
+def _put(host: testinfra.host.Host, directory: str, files: dict[str, str | bytes]) -> None:
+    """Copy files into `directory`, readable by the provider's Redis alone, through controller files
+    (0600) and one `ansible` run: keys and passwords never in a command's arguments."""
+    with tempfile.TemporaryDirectory() as source:
+        for name, content in files.items():
+            path = Path(source, name)
+            path.touch(mode=0o600)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        args = {"src": f"{source}/", "dest": f"{directory}/", "mode": "0600", "owner": "redis", "group": "redis"}
+        result = host.ansible("ansible.builtin.copy", json.dumps(args), check=False)
     assert not result.get("failed"), result.get("msg")
 
 
@@ -133,19 +136,15 @@ def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target, converged: 
     converged.undo()  # what an earlier module left, before this one stops the kit's Redis
     try:
         host.check_output(f"install -d -o redis -g redis -m 0750 {DIR} /var/lib/managed-redis")
-        _put(host, f"{DIR}/ca.crt", authority.cert)
-        _put(host, f"{DIR}/server.crt", server.cert)
-        _put(host, f"{DIR}/server.key", server.key, mode="0600")
-        _put(
-            host,
-            f"{DIR}/users.acl",
+        acl = (
             f"user default off resetpass ~* &* +@all\n"
             f"user {USER} on #{sha256(password)} {RIGHTS}\n"
-            f"user {ADMIN} on #{sha256(admin_password)} ~* &* +@all\n",
-            mode="0600",
+            f"user {ADMIN} on #{sha256(admin_password)} ~* &* +@all\n"
         )
-        _put(host, f"{DIR}/admin.password", admin_password, mode="0600")  # the test's redis-cli reads it
-        _put(host, f"{DIR}/redis.conf", "\n".join([*REDIS_CONF, ""]))
+        files = {"ca.crt": authority.cert, "server.crt": server.cert, "server.key": server.key, "users.acl": acl}
+        files["admin.password"] = admin_password  # the test's redis-cli reads it
+        files["redis.conf"] = "\n".join([*REDIS_CONF, ""])
+        _put(host, DIR, files)
         host.check_output(f"grep -q ' {NAME}$' /etc/hosts || echo '127.0.0.1 {NAME}' >> /etc/hosts")
         host.check_output("systemctl stop redis-server")
         host.check_output(f"systemd-run --unit={UNIT} --property=User=redis /usr/bin/redis-server {DIR}/redis.conf")
