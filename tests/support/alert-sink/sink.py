@@ -55,7 +55,7 @@ class Web(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with LOCK:
-            listing = {"/mails": MAILS, "/hooks": HOOKS, "/health": []}.get(self.path)
+            listing = {"/mails": MAILS, "/hooks": HOOKS}.get(self.path)
             self._answer(404 if listing is None else 200, listing)
 
     def log_message(self, *_):
