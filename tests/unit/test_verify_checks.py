@@ -97,15 +97,24 @@ def test_http_level_checks_fail_against_an_open_flower(certificate):
     assert not checks.workers(target, {"high": ["high_priority"]}, timeout=0)
 
 
+def websocket_tls(certificate) -> ssl.SSLContext:
+    """A WebSocket test server's TLS: no session tickets after the handshake, as the kit's nginx
+    (`ssl_session_tickets off`). The `websockets` client reads in a thread of its own while it writes
+    its upgrade request; a ticket read meanwhile once left the request unsent on a loaded machine, and
+    the check waited for an answer that never came."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    context.num_tickets = 0
+    return context
+
+
 @pytest.fixture
 def websocket_server(certificate):
     """Start a TLS WebSocket server (the `websockets` library) with a given handler; yield its port."""
     servers = []
 
     def start(handler) -> int:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*certificate)
-        server = serve_websocket(handler, "127.0.0.1", 0, ssl=context)
+        server = serve_websocket(handler, "127.0.0.1", 0, ssl=websocket_tls(certificate))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.socket.getsockname()[1]
@@ -154,9 +163,7 @@ class NoUpgrade(http.server.BaseHTTPRequestHandler):
 
 
 def test_websocket_check_fails_when_the_upgrade_is_refused(certificate):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate)
-    port = serve(context, NoUpgrade)
+    port = serve(websocket_tls(certificate), NoUpgrade)
     result = checks.websocket(Target(f"https://127.0.0.1:{port}", "u", "p", ca_file=certificate[0]), "/")
     assert not result and "InvalidStatus" in result.detail and "426" in result.detail
 
