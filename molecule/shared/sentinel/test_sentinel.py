@@ -12,7 +12,7 @@ Redis acknowledged, by id, and whether it ran, ran twice, or never ran. A task a
 sync holds a write within milliseconds of its acknowledgement. What the kill took is reported with
 the replication lag measured just before it.
 
-This module runs last in the scenario: the primary stays where the failover moved it. Its last test
+This module runs after the day-2 operations: the primary stays where the failover moved it. Its last test
 runs the redis role's replication step again there, as every later converge does.
 """
 

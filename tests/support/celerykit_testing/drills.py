@@ -121,28 +121,26 @@ def settle(target: Target, task_ids: Sequence[str], timeout: float, since: float
     return outcome
 
 
-def wait_started(target: Target, task_ids: Iterable[str], timeout: float = 60.0) -> None:
-    """Wait until Flower reports every task as started (running on a worker)."""
+def _wait_for_state(
+    state_of: Callable[[str], str | None], task_ids: Iterable[str], states: tuple, what: str, timeout: float
+) -> None:
     pending = set(task_ids)
     deadline = time.monotonic() + timeout
-    while pending:
-        pending = {t for t in pending if task_info(target, t).get("state") not in ("STARTED", *FINISHED)}
-        if not pending:
-            return
+    while pending := {t for t in pending if state_of(t) not in (*states, *FINISHED)}:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} task(s) not started after {timeout:.0f}s")
+            raise AssertionError(f"{len(pending)} task(s) not {what} after {timeout:.0f}s")
         time.sleep(0.5)
+
+
+def wait_started(target: Target, task_ids: Iterable[str], timeout: float = 60.0) -> None:
+    """Wait until Flower reports every task as started (running on a worker)."""
+    _wait_for_state(lambda t: task_info(target, t).get("state"), task_ids, ("STARTED",), "started", timeout)
 
 
 def wait_counted(target: Target, task_ids: Iterable[str], timeout: float = 60.0) -> None:
     """Wait until every long tally task counted its run (celerykit.demo.COUNTED in the result
     backend): a drill that kills it then finds it started twice once it ran again."""
-    pending = set(task_ids)
-    deadline = time.monotonic() + timeout
-    while pending := {t for t in pending if backend_info(target, t).get("state") not in (COUNTED, *FINISHED)}:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{len(pending)} task(s) not counted after {timeout:.0f}s")
-        time.sleep(0.5)
+    _wait_for_state(lambda t: backend_info(target, t).get("state"), task_ids, (COUNTED,), "counted", timeout)
 
 
 def resume_seconds(target: Target, queues: Sequence[str], since: float, timeout: float = 120.0) -> dict[str, float]:
