@@ -9,6 +9,8 @@ them; empty means the kit as it ships), each to price one of the kit's choices:
   BENCH_FETCH        "brpop": kombu's own fetch instead of the kit's (celerykit.atomic_fetch)
   BENCH_RECYCLING    "celery": Celery's and billiard's replacement of a pool process, without the
                      kit's fixes (celerykit.recycling)
+  BENCH_HANDOFF      "celery": Celery's order, the next task written to a freed process only after the
+                     finished one's acknowledgement (without celerykit.handoff)
   BENCH_TIMELINE     "1": each pool process records in Redis when it takes its first task and when
                      it exits (`bench:timeline`), for the replacement gap
 """
@@ -58,6 +60,10 @@ def _kit_switches() -> None:
         from celerykit import recycling
 
         recycling.undo()
+    if os.environ.get("BENCH_HANDOFF") == "celery":
+        from celerykit import handoff
+
+        handoff.undo()
 
 
 def _record(kind: str) -> None:

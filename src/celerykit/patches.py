@@ -19,6 +19,8 @@ not raised: the message stays in Redis's unacked set and is redelivered after
 
 **Task events are sent in batches, a few dozen times a second**: `celerykit.task_events`.
 
+**A pool process gets its next task before the finished one is acknowledged**: `celerykit.handoff`.
+
 **Flower parses a task's keyword arguments once** (Flower 2.2's search index): `celerykit.flower_index`.
 
 **A fetched task is recorded unacknowledged in the same step** (kombu's Redis transport, kombu#305):
@@ -84,7 +86,7 @@ from celery.worker.request import Request
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
-from celerykit import flower_index, recycling, task_events
+from celerykit import flower_index, handoff, recycling, task_events
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +286,8 @@ def apply() -> list[str]:
         if affected(version(billiard), BILLIARD_AFFECTED):
             recycling.apply()
             applied.append("a recycled process is replaced within milliseconds")
+            handoff.apply()
+            applied.append("a freed process gets its next task before the acknowledgement")
     if affected(version(kombu), KOMBU_AFFECTED):
         _patch(kombu_redis.Channel, "_basic_cancel", cancel_reads_the_outstanding_brpop)
         _patch(kombu_redis.Channel, "close", close_reads_the_outstanding_brpop)

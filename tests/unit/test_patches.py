@@ -111,6 +111,7 @@ def test_the_installed_versions_are_ones_the_fixes_were_checked_against():
         "a heartbeat never waits for the broker",
         "task events are sent in batches",
         "a recycled process is replaced within milliseconds",
+        "a freed process gets its next task before the acknowledgement",
         "a cancelled consumer's last message goes back",
         "a fetched task is recorded unacknowledged in the same step",
         "Flower parses a task's keyword arguments once",
