@@ -17,7 +17,9 @@ it joins the buffer if a process is idle, with Celery's own writer (`schedule_wr
 loop calls for a writable pipe; a write the pipe cannot take at once continues from the loop, as
 always). The acknowledgement still follows the result in the same step, so nothing about when a message
 is acknowledged changes. A process that has run `max_tasks_per_child` tasks, and so exits instead of
-reading another one, gets nothing: the event loop hands the message to its replacement, as before. A
+reading another one, gets nothing: the message waits for its replacement. One that exits for another
+reason after its result (its memory limit, `SystemExit` in a task) may get the message, as it may from
+Celery's own write on the next poll; the pool puts the message back when it reaps the process. A
 message that reaches an idle pool from the broker is written in the same turn too, one poll sooner.
 """
 
@@ -36,6 +38,20 @@ def _exits_before_its_next_task(pool, fd) -> bool:
     return bool(limit) and (counter is None or counter.value >= limit)
 
 
+def _raise(error: Exception) -> None:
+    raise error
+
+
+def idle_processes(pool) -> list[int]:
+    """The inqueue descriptors of the processes that can take a job now (as Celery's fair scheduling
+    chooses them), but for those that exit instead of reading another one."""
+    return [
+        fd
+        for fd in pool._all_inqueues
+        if fd not in pool._busy_workers and fd not in pool._active_writes and not _exits_before_its_next_task(pool, fd)
+    ]
+
+
 def write_at_once(create_write_handlers):
     @functools.wraps(create_write_handlers)
     def create(self, hub, *args, **kwargs):
@@ -44,15 +60,14 @@ def write_at_once(create_write_handlers):
 
         def put_and_write(job) -> None:
             put(job)
-            idle = [
-                fd
-                for fd in self._all_inqueues
-                if fd not in self._busy_workers
-                and fd not in self._active_writes
-                and not _exits_before_its_next_task(self, fd)
-            ]
-            if idle:
-                write(idle)
+            if idle := idle_processes(self):
+                try:
+                    write(idle)
+                except Exception as error:
+                    # Raised here, it would pass for a fault of the finished process's result pipe,
+                    # which the pool then stops reading; from the loop it stops the worker, as an
+                    # error of Celery's own write does.
+                    hub.call_soon(_raise, error)
 
         self._quick_put = put_and_write
         return result
