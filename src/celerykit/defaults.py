@@ -30,7 +30,8 @@ POOLS: list[dict[str, Any]] = [
     {"name": "medium", "queues": ["medium_priority", "default"], "concurrency": 2},
     # Prefetch 1 here too: 4 gave a one-process pool of no-op tasks no more throughput (1.01x, five
     # quiet rounds, docs/benchmarks.md), and a reserved message waits behind its busy process, or,
-    # if the worker dies, for the visibility timeout.
+    # if the worker dies, for the visibility timeout. A pool of many short tasks gains from 2
+    # (celerykit.handoff; docs/benchmarks.md, "Prefetch per pool: 1").
     {"name": "low", "queues": ["low_priority"], "concurrency": 1},
 ]
 

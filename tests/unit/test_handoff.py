@@ -39,8 +39,11 @@ app.conf.update(task_acks_late=True, worker_prefetch_multiplier=2, task_ignore_r
 
 @app.task(name="handoffapp.slow_ack")
 def slow_ack(path):
-    time.sleep(0.5)  # the worker reserves the second task meanwhile (its fetch writes to Redis too)
-    app.broker_connection().default_channel.client.execute_command("CLIENT", "PAUSE", {pause_ms}, "WRITE")
+    client = app.broker_connection().default_channel.client
+    deadline = time.monotonic() + 30
+    while client.llen("h") and time.monotonic() < deadline:  # until the worker has reserved the second
+        time.sleep(0.01)  # task: its fetch writes to Redis too, and the pause would hold it back
+    client.execute_command("CLIENT", "PAUSE", {pause_ms}, "WRITE")
     with open(path, "a") as handle:
         handle.write(f"ended {{time.time()}}\\n")
 
