@@ -14,7 +14,7 @@ import time
 from celery import signals
 from celery.app.utils import find_app
 
-from celerykit import defaults, exporter, logs, patches
+from celerykit import defaults, exporter, liveness, logs, patches
 from celerykit.celeryconfig import kit_settings
 from celerykit.settings import Env
 
@@ -23,6 +23,7 @@ logs.setup(Env.current())  # JSON lines (CELERYKIT_LOG_FORMAT), before your app 
 patches.apply()
 app = find_app(os.environ.get("CELERYKIT_APP", "celerykit.demo:app"))
 app.conf.update(kit_settings(Env.current()))
+liveness.install(app)  # for the container's health check (CELERYKIT_WORKER_LIVENESS_FILE)
 
 
 @signals.worker_process_init.connect(weak=False)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 
-from celerykit import defaults
-from celerykit.settings import Env, Flower, Pool, beat_schedule_file
+from celerykit import defaults, liveness
+from celerykit.rules import ConfigError
+from celerykit.settings import Env, Flower, beat_schedule_file
 
 
 def worker_is_healthy(env: Env) -> bool:
-    """The pool answers a ping addressed to it by name (so it is connected to the broker)."""
-    from celerykit.app import app
-
-    name = f"{Pool.from_env(env).name}@{socket.gethostname()}"
-    replies = app.control.ping(destination=[name], timeout=5.0)
-    return any(name in reply for reply in replies)
+    """The worker is consuming: it touched its liveness file lately (celerykit.liveness)."""
+    path = env.get(liveness.VARIABLE)
+    if path is None:
+        raise ConfigError(f"{liveness.VARIABLE} must name the file the worker touches while it consumes")
+    return liveness.is_alive(path)
 
 
 def beat_is_healthy(env: Env, max_age: float = 600.0) -> bool:

@@ -9,9 +9,7 @@ to Redis. With the fix it starts at once; in Celery's order it starts only after
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
+from celerykit_testing.local_worker import app_module, start_worker, stop_workers
 
 from celerykit import handoff, patches
 
@@ -65,24 +64,15 @@ def one_process_worker(redis_el, tmp_path: Path, *args: str, celery_order: bool 
     """The app module, to send with; the worker (one process, prefetch 2) starts when the block's
     sends are done, and stops at its end."""
     redis_el.client().flushall()
-    (tmp_path / "handoffapp.py").write_text(APP.format(url=redis_el.url, pause_ms=int(PAUSE_S * 1000)))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CELERY_ORDER": "1" if celery_order else ""}
-    argv = [sys.executable, "-m", "celery", "-A", "handoffapp", "worker", "-P", "prefork", "-c", "1", "-Q", "h"]
-    argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", *args]
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import handoffapp
-    finally:
-        sys.path.remove(str(tmp_path))
+    source = APP.format(url=redis_el.url, pause_ms=int(PAUSE_S * 1000))
     workers: list[subprocess.Popen] = []
-    handoffapp.start = lambda: workers.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL))
-    try:
-        yield handoffapp
-    finally:
-        for worker in workers:
-            worker.terminate()
-            worker.wait(timeout=30)
-        sys.modules.pop("handoffapp", None)
+    env = {"CELERY_ORDER": "1" if celery_order else ""}
+    with app_module(tmp_path, "handoffapp", source) as handoffapp:
+        handoffapp.start = lambda: workers.append(start_worker(handoffapp, "h", *args, env=env))
+        try:
+            yield handoffapp
+        finally:
+            stop_workers(workers)
 
 
 def gap_after_a_slow_ack(redis_el, tmp_path: Path, celery_order: bool) -> float:

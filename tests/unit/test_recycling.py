@@ -6,9 +6,6 @@ replace processes."""
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
-import sys
 from collections import Counter
 from types import SimpleNamespace
 
@@ -16,6 +13,7 @@ import pytest
 from billiard.pool import RUN
 from billiard.queues import _SimpleQueue
 from celery.concurrency import asynpool
+from celerykit_testing.local_worker import app_module, start_worker, stop_workers
 from kombu.asynchronous.timer import Timer
 
 from celerykit import patches, recycling
@@ -114,26 +112,17 @@ def worker(redis_el, tmp_path):
     """Start a one-process prefork worker with the kit's patches and the given arguments; yields the
     app module to send with."""
     redis_el.client().flushall()
-    (tmp_path / "recycleapp.py").write_text(APP.format(url=redis_el.url))
-    started = []
+    started: list = []
+    with app_module(tmp_path, "recycleapp", APP.format(url=redis_el.url)) as recycleapp:
 
-    def start(*args: str):
-        argv = [sys.executable, "-m", "celery", "-A", "recycleapp", "worker", "-P", "prefork", "-c", "1", *args]
-        argv += ["-Q", "recycle", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"]
-        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-        started.append(subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL))
-        sys.path.insert(0, str(tmp_path))
+        def start(*args: str):
+            started.append(start_worker(recycleapp, "recycle", *args))
+            return recycleapp
+
         try:
-            import recycleapp
+            yield start
         finally:
-            sys.path.remove(str(tmp_path))
-        return recycleapp
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=30)
-    sys.modules.pop("recycleapp", None)
+            stop_workers(started)
 
 
 def run(app, name: str, count: int, *args) -> list[int]:

@@ -51,14 +51,20 @@ def broker_notifications() -> str:
 
 
 def start_redis(
-    directory: Path, notifications: bool, tls: ServerTLS | None = None, password: str | None = None
+    directory: Path,
+    notifications: bool,
+    tls: ServerTLS | None = None,
+    password: str | None = None,
+    port: int | None = None,
 ) -> Server:
     """`notifications`: the keyspace events the kit's broker configuration turns on; `tls`: TLS only,
-    the plain port closed (as the kit's Redis with TLS); `password`: the default user's (in a file)."""
+    the plain port closed (as the kit's Redis with TLS); `password`: the default user's (in a file);
+    `port`: a stopped server's, to start it again (else a free one)."""
     assert shutil.which("redis-server"), "redis-server is not on PATH: scripts/bootstrap-host.sh --test-tools"
-    with socket.socket() as probe:  # a port that was free a moment ago
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    if port is None:
+        with socket.socket() as probe:  # a port that was free a moment ago
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     log = directory / "redis.log"
     conf = directory / "redis.conf"
     conf.touch(mode=0o600)
