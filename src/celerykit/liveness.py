@@ -15,12 +15,13 @@ This module is imported by every health check: Celery is imported only where the
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
 VARIABLE = "CELERYKIT_WORKER_LIVENESS_FILE"
 TOUCH_SECONDS = 5.0
 # Six touches missed: the event loop stuck, or the consumer gone without its stop (killed).
@@ -61,8 +62,12 @@ def install(app: Any) -> None:
             if self.tref is not None:
                 self.tref.cancel()
                 self.tref = None
-            with suppress(FileNotFoundError):
+            try:
                 os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as error:  # logged: an error here would cut short the worker's shutdown
+                logger.warning("could not remove the liveness file %s: %s", self.path, error)
 
         shutdown = stop
 

@@ -109,7 +109,10 @@ def pool_sweeps_its_timers(register_with_event_loop):
     @functools.wraps(register_with_event_loop)
     def register(self, hub):
         register_with_event_loop(self, hub)
-        if not getattr(hub, "_celerykit_timer_sweep", None):  # once per event loop (consumer restarts)
+        # One sweep per event loop. A consumer restarted without a broker loss keeps its sweep; at a
+        # broker loss Celery cancels every timer entry the event loop registered, this one among them.
+        sweep = getattr(hub, "_celerykit_timer_sweep", None)
+        if sweep is None or sweep.canceled:
             hub._celerykit_timer_sweep = hub.call_repeatedly(TIMER_SWEEP_SECONDS, sweep_cancelled_timers, hub.timer)
 
     register.celerykit_patched = True

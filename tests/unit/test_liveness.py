@@ -17,8 +17,9 @@ from celerykit.settings import Env
 APP = """
 from celery import Celery
 
-from celerykit import liveness
+from celerykit import liveness, patches
 
+patches.apply()
 app = Celery("liveapp", broker={url!r})
 liveness.install(app)
 """

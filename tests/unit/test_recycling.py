@@ -13,7 +13,9 @@ import pytest
 from billiard.pool import RUN
 from billiard.queues import _SimpleQueue
 from celery.concurrency import asynpool
+from celery.worker import loops
 from celerykit_testing.local_worker import app_module, start_worker, stop_workers
+from kombu.asynchronous import Hub
 from kombu.asynchronous.timer import Timer
 
 from celerykit import patches, recycling
@@ -34,6 +36,25 @@ def test_a_finished_tasks_cancelled_timer_stays_in_the_heap_until_swept():
     assert [e.entry.args[0] for e in sorted(queue)] == [1, 3, 5]
     assert queue[0] == min(queue)  # still a heap: the next due comes first
     assert recycling.sweep_cancelled_timers(timer) == 0
+
+
+def test_the_sweep_is_registered_once_per_event_loop_and_again_after_a_broker_loss():
+    """Celery cancels the entries its event loop registered when the broker connection is lost, and
+    registers the pool with the event loop again once it reconnects."""
+    hub = Hub(timer=Timer())
+    register = recycling.pool_sweeps_its_timers(lambda pool, hub: None)
+
+    def sweeps() -> list:
+        return [e for e in hub.timer._queue if not e.entry.canceled and e.entry is hub._celerykit_timer_sweep]
+
+    before = loops._timer_entries(hub.timer)
+    register(None, hub)
+    register(None, hub)  # a consumer restart without a broker loss
+    assert len(sweeps()) == 1
+    loops._cancel_timer_entries(hub.timer, loops._timer_entries(hub.timer) - before)  # the broker lost
+    assert not sweeps()
+    register(None, hub)  # connected again
+    assert len(sweeps()) == 1
 
 
 def flushed(exitcode: int | None, monkeypatch) -> tuple[list, list[float]]:
