@@ -1,4 +1,6 @@
-"""`celerykit` command: start a service, check its health, prepare secrets, verify a deployment."""
+"""`celerykit` command: start a service, prepare secrets, verify and operate a deployment.
+
+The services' health checks are `python3 -m celerykit.health SERVICE` (lighter than this command)."""
 
 from __future__ import annotations
 
@@ -24,13 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = sub.add_parser(service, help=f"run the {service} (settings from CELERYKIT_* variables)")
         run.add_argument("extra", nargs=argparse.REMAINDER, help="passed on to celery")
     sub.add_parser("exporter", help="serve the queue, pool, Redis and Beat metrics for Prometheus")
-    health = sub.add_parser("health", help="exit 0 if the service on this host/container is healthy")
-    health.add_argument("service", choices=("worker", "beat", "flower", "exporter"))
     init = sub.add_parser("init-secrets", help="generate missing secrets, refuse empty or weak ones")
     init.add_argument("directory", type=Path)
     init.add_argument("--group", type=int, help="gid that may read the secrets")
     # These three import Celery's client side, an HTTP client and more: only the one asked for is
-    # imported, so a service's health check (every few seconds in every container) stays cheap.
+    # imported, so starting a service does not pay for them.
     argv = sys.argv[1:] if argv is None else list(argv)
     asked = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, summary in COMMANDS.items():
@@ -48,10 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             from celerykit.exporter import serve
 
             serve(env)
-        if args.command == "health":
-            from celerykit.health import CHECKS
-
-            return 0 if CHECKS[args.service](env) else 1
         if args.command == "init-secrets":
             from celerykit.secrets import ensure_redis_tls, ensure_secrets
             from celerykit.settings import redis_tls_names

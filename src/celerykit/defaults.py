@@ -86,6 +86,9 @@ FLOWER_MAX_TASKS = 10000
 FLOWER_STATE_SAVE_INTERVAL_MS = 15000
 FLOWER_PURGE_OFFLINE_WORKERS = 600
 
+# Beat's schedule (the dbm files it names start with this path).
+BEAT_SCHEDULE = "/var/lib/celerykit/beat/celerybeat-schedule"
+
 # Monitoring. The kit's exporter (queues, pools, Redis, Beat) listens here; Prometheus scrapes it.
 EXPORTER_ADDRESS = "127.0.0.1"
 EXPORTER_PORT = 9817

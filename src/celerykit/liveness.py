@@ -2,7 +2,7 @@
 
 The worker's main process touches the file every TOUCH_SECONDS while its consumer is connected to the
 broker and consuming, and removes it when the consumer stops (the broker lost, a shutdown); a consumer
-that connects again touches it again. `celerykit health worker` then reads the file's age, a few
+that connects again touches it again. `python3 -m celerykit.health worker` then reads the file's age, a few
 milliseconds of CPU, where pinging the worker through Redis imported Celery and the app: a third of a
 second of CPU every 20 s for each worker container, most of what an idle compose stack spent.
 
@@ -10,25 +10,23 @@ On where CELERYKIT_WORKER_LIVENESS_FILE names the file (compose sets it in every
 Hosts set none: systemd watches their workers, and the health check without it is a configuration
 error.
 
-This module is imported by every health check: Celery is imported only where the step is installed.
+This module is imported by every worker health check: Celery and logging are imported only where the
+step is installed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
 VARIABLE = "CELERYKIT_WORKER_LIVENESS_FILE"
 TOUCH_SECONDS = 5.0
 # Six touches missed: the event loop stuck, or the consumer gone without its stop (killed).
 MAX_AGE_SECONDS = 30.0
 
 
-def is_alive(path: str | Path) -> bool:
+def is_alive(path: str) -> bool:
     """The worker touched the file within MAX_AGE_SECONDS."""
     try:
         age = time.time() - os.stat(path).st_mtime
@@ -39,7 +37,12 @@ def is_alive(path: str | Path) -> bool:
 
 def install(app: Any) -> None:
     """Add the step to the app's worker consumer (it runs only where VARIABLE is set)."""
+    import logging
+    from pathlib import Path
+
     from celery import bootsteps
+
+    logger = logging.getLogger(__name__)
 
     class Liveness(bootsteps.StartStopStep):
         """Touches the file on the worker's own timer (the event loop's), as Celery's heartbeat sends."""

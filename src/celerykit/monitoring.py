@@ -288,22 +288,12 @@ def _serve_alertmanager(env: Env) -> list[str]:
 
 
 SERVICES = {"prometheus": _serve_prometheus, "alertmanager": _serve_alertmanager}
-READY = {
-    "prometheus": f"http://127.0.0.1:{defaults.PROMETHEUS_PORT}/{defaults.PROMETHEUS_URL_PREFIX}/-/ready",
-    "alertmanager": f"http://127.0.0.1:{defaults.ALERTMANAGER_PORT}/{defaults.ALERTMANAGER_URL_PREFIX}/-/ready",
-}
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    """The monitoring image's entrypoint: `health NAME`, or render and check the named service's
-    configuration, then exec it."""
-    if len(argv) == 2 and argv[0] == "health" and argv[1] in READY:
-        import urllib.request
-
-        with urllib.request.urlopen(READY[argv[1]], timeout=5) as response:  # noqa: S310 - a fixed http URL
-            return 0 if response.status == 200 else 1
+    """The monitoring image's entrypoint: render and check the named service's configuration, then exec it."""
     if len(argv) != 1 or argv[0] not in SERVICES:
-        print(f"usage: python3 -m celerykit.monitoring [health] {'|'.join(SERVICES)}", file=sys.stderr)
+        print(f"usage: python3 -m celerykit.monitoring {'|'.join(SERVICES)}", file=sys.stderr)
         return 64
     CONFIG_DIR.mkdir(parents=True, exist_ok=True)
     try:

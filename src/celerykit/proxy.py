@@ -118,20 +118,8 @@ def ensure_certificate(directory: Path, server_name: str) -> bool:
     return True
 
 
-def healthy() -> bool:
-    """nginx answers over TLS on 443 (/ redirects to Flower, so no credentials are involved)."""
-    import http.client
-    import ssl
-
-    conn = http.client.HTTPSConnection("127.0.0.1", 443, context=ssl._create_unverified_context(), timeout=5)  # noqa: S323
-    conn.request("GET", "/")
-    return conn.getresponse().status == 302
-
-
 def main(argv: Sequence[str] = ()) -> int:
-    """The compose image's entrypoint: `health`, or certificate + config + `nginx -t`, then exec nginx."""
-    if list(argv) == ["health"]:
-        return 0 if healthy() else 1
+    """The compose image's entrypoint: certificate + config + `nginx -t`, then exec nginx."""
     env = Env.current().get  # an empty variable is an unset one: the kit's default applies
     check = Checker()
     public_port = check.port("CELERYKIT_HTTPS_PORT", env("CELERYKIT_HTTPS_PORT", "8443"))

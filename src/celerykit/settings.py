@@ -347,7 +347,7 @@ class Flower:
 
 
 def beat_schedule_file(env: Env) -> Path:
-    return Path(env.get("CELERYKIT_BEAT_SCHEDULE", "/var/lib/celerykit/beat/celerybeat-schedule"))
+    return Path(env.get("CELERYKIT_BEAT_SCHEDULE", defaults.BEAT_SCHEDULE))
 
 
 def check_deployment(env: Env) -> list[Pool]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 from celerykit_testing.local_redis import start_redis, stop_redis
 from celerykit_testing.local_worker import app_module, start_worker, stop_workers
 
-from celerykit import cli, health, liveness
-from celerykit.settings import Env
+from celerykit import liveness
 
 APP = """
 from celery import Celery
@@ -25,9 +25,16 @@ liveness.install(app)
 """
 
 
+def check(**environ: str) -> subprocess.CompletedProcess[str]:
+    """The container's health check, `python3 -m celerykit.health worker`, in this environment."""
+    env = {k: v for k, v in os.environ.items() if k != liveness.VARIABLE} | environ
+    command = [sys.executable, "-m", "celerykit.health", "worker"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
 def healthy(path: Path) -> bool:
-    """What `celerykit health worker` answers in a container that names this file."""
-    return health.worker_is_healthy(Env({liveness.VARIABLE: str(path)}))
+    """What the health check answers in a container that names this file."""
+    return check(**{liveness.VARIABLE: str(path)}).returncode == 0
 
 
 def wait_until(what: str, condition, timeout: float) -> None:
@@ -75,8 +82,8 @@ def test_a_file_older_than_the_limit_is_not_alive(tmp_path):
     assert not healthy(alive)
 
 
-def test_without_the_variable_the_check_names_it_and_fails(monkeypatch, capsys):
+def test_without_the_variable_the_check_names_it_and_fails():
     """Hosts keep no file (systemd watches their workers): asked there, the check says what it needs."""
-    monkeypatch.delenv(liveness.VARIABLE, raising=False)
-    assert cli.main(["health", "worker"]) == 78
-    assert f"configuration error: {liveness.VARIABLE} must name the file" in capsys.readouterr().err
+    result = check()
+    assert result.returncode == 78  # EX_CONFIG
+    assert f"configuration error: {liveness.VARIABLE} must name the file" in result.stderr
