@@ -8,8 +8,8 @@ from an overlay generated at run time (`scale-1` ... `scale-8`, each its own hos
 `scaling@scale-N`), built from the kit's own worker service by `extends`, consuming the queue
 `scaling` only. The kit's three pools are stopped meanwhile; Beat, Flower, the exporter,
 Prometheus, Alertmanager and nginx run as in the kit. The overlay turns the workers' health check
-off: each check is a Python start and a ping (CPU and short Redis connections a 2-core machine
-would show as noise), and hosts run no such probe.
+off: each check is a process Docker starts in the container (CPU a 2-core machine would show as
+noise), and hosts run no such probe.
 
 Each round runs the points smallest first. Prometheus starts empty at each round, so its head holds
 only the round's series (the node names of a point include those of the smaller ones); Flower

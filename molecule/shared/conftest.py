@@ -98,6 +98,33 @@ def templated(host: testinfra.host.Host, variable: str) -> str | None:
     return rendered_secrets()[host.backend.host][variable]
 
 
+def put_files(host: testinfra.host.Host, directory: str, files: dict[str, str | bytes], owner: str = "root") -> None:
+    """Copy files into `directory` (made if missing), readable by `owner` alone, through controller
+    files (0600) and one `ansible` run: keys and passwords never in a command's arguments."""
+    with tempfile.TemporaryDirectory() as source:
+        for name, content in files.items():
+            path = Path(source, name)
+            path.touch(mode=0o600)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        args = {"src": f"{source}/", "dest": f"{directory}/", "mode": "0600", "owner": owner, "group": owner}
+        result = host.ansible("ansible.builtin.copy", json.dumps(args), check=False)
+    assert not result.get("failed"), result.get("msg")
+
+
+CREDENTIAL_DIR = "/run/celerykit-test-credentials"  # tmpfs: gone when the host stops
+_placed: set[tuple[str, str]] = set()
+
+
+def secret_file(host: testinfra.host.Host, variable: str) -> str:
+    """A file on the host holding one of SECRET_VARIABLES (root's alone), for a command that needs the
+    value: `REDISCLI_AUTH="$(cat FILE)" redis-cli ...` keeps it out of `docker exec`'s arguments and
+    the shell's, where `ps` on the machine or the host shows them."""
+    if (host.backend.host, variable) not in _placed:
+        put_files(host, CREDENTIAL_DIR, {variable: templated(host, variable) or ""})
+        _placed.add((host.backend.host, variable))
+    return f"{CREDENTIAL_DIR}/{variable}"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """What a browser shows is checked last (the others keep their order): by then the other lanes of
     a test run are done. On the saturated machine (load 14 on two cores) Flower's page once stayed

@@ -3,7 +3,7 @@
 Docker runs a check every 5-20 s in every container, for as long as the stack runs: this module
 imports only `socket` and the kit's defaults, and asks with one HTTP/1.0 request of its own. The
 settings module, argparse and urllib's client cost 55-80 ms of CPU per check before the request was
-sent (docs/benchmarks.md, "What an idle stack spends"); the services check their settings
+sent (docs/benchmarks.md, "What the test run costs"); the services check their settings
 themselves when they start.
 """
 

@@ -12,10 +12,8 @@ the next converge (conftest.Converged) removes that Redis, starts the kit's and 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,17 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
-from conftest import INVENTORY, ROOT, Converged, hosts, pools_of, unit_names, wait_flower, wait_units_running
+from conftest import (
+    INVENTORY,
+    ROOT,
+    Converged,
+    hosts,
+    pools_of,
+    put_files,
+    unit_names,
+    wait_flower,
+    wait_units_running,
+)
 
 from celerykit import defaults, pki
 from celerykit.verify import checks
@@ -76,19 +84,6 @@ class Managed:
         )
         assert result.rc == 0 or not check, result.stderr
         return result.stdout if result.rc == 0 else ""
-
-
-def _put(host: testinfra.host.Host, directory: str, files: dict[str, str | bytes]) -> None:
-    """Copy files into `directory`, readable by the provider's Redis alone, through controller files
-    (0600) and one `ansible` run: keys and passwords never in a command's arguments."""
-    with tempfile.TemporaryDirectory() as source:
-        for name, content in files.items():
-            path = Path(source, name)
-            path.touch(mode=0o600)
-            path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        args = {"src": f"{source}/", "dest": f"{directory}/", "mode": "0600", "owner": "redis", "group": "redis"}
-        result = host.ansible("ansible.builtin.copy", json.dumps(args), check=False)
-    assert not result.get("failed"), result.get("msg")
 
 
 def _inventory_without_redis(tmp: Path) -> str:
@@ -144,7 +139,7 @@ def managed(tmp_path_factory: pytest.TempPathFactory, proxy: Target, converged: 
         files = {"ca.crt": authority.cert, "server.crt": server.cert, "server.key": server.key, "users.acl": acl}
         files["admin.password"] = admin_password  # the test's redis-cli reads it
         files["redis.conf"] = "\n".join([*REDIS_CONF, ""])
-        _put(host, DIR, files)
+        put_files(host, DIR, files, owner="redis")
         host.check_output(f"grep -q ' {NAME}$' /etc/hosts || echo '127.0.0.1 {NAME}' >> /etc/hosts")
         host.check_output("systemctl stop redis-server")
         host.check_output(f"systemd-run --unit={UNIT} --property=User=redis /usr/bin/redis-server {DIR}/redis.conf")

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from celerykit_testing import drills, operations
-from conftest import all_secrets, hosts, playbook, templated
+from conftest import all_secrets, hosts, playbook, secret_file
 
 from celerykit import defaults
 
@@ -41,8 +41,8 @@ def sentinel(host, *command: str) -> list[str]:
     """A Sentinel's answer (redis-cli's lines), over TLS with the Sentinels' password."""
     cli = ["redis-cli", "--no-auth-warning", "--tls", "--cacert", "/etc/redis/tls/ca.crt"]
     cli += ["-h", "127.0.0.1", "-p", str(defaults.REDIS_SENTINEL_PORT), *command]
-    password = templated(host, "celerykit_redis_sentinel_password")
-    result = host.run(f"REDISCLI_AUTH={shlex.quote(password)} {shlex.join(cli)}")
+    password = secret_file(host, "celerykit_redis_sentinel_password")
+    result = host.run(f'REDISCLI_AUTH="$(cat {password})" {shlex.join(cli)}')
     assert result.rc == 0, result.stderr
     return result.stdout.split()
 
@@ -53,10 +53,10 @@ def primary(host) -> str:
 
 def replication(host) -> dict[str, str]:
     """INFO replication of the Redis on `host`, as the replication user."""
-    password = templated(host, "celerykit_redis_replication_password")
+    password = secret_file(host, "celerykit_redis_replication_password")
     cli = ["redis-cli", "--no-auth-warning", "--tls", "--cacert", "/etc/redis/tls/ca.crt", "-h", "127.0.0.1"]
     cli += ["--user", defaults.REDIS_REPLICATION_USER, "INFO", "replication"]
-    out = host.check_output(f"REDISCLI_AUTH={shlex.quote(password)} {shlex.join(cli)}")
+    out = host.check_output(f'REDISCLI_AUTH="$(cat {password})" {shlex.join(cli)}')
     return dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
 
 
@@ -120,11 +120,11 @@ def test_redis_never_rewrites_the_file_ansible_wrote():
     """Sentinel's CONFIG REWRITE after a REPLICAOF fails: the file stays Ansible's (no restart on the
     next converge after a failover)."""
     (replica, *_) = hosts("redis_replicas")
-    password = templated(replica, "celerykit_redis_replication_password")
+    password = secret_file(replica, "celerykit_redis_replication_password")
     cli = ["redis-cli", "--no-auth-warning", "--tls", "--cacert", "/etc/redis/tls/ca.crt", "-h", "127.0.0.1"]
     cli += ["--user", defaults.REDIS_REPLICATION_USER, "CONFIG", "REWRITE"]
     before = replica.file("/etc/redis/redis.conf").md5sum
-    out = replica.run(f"REDISCLI_AUTH={shlex.quote(password)} {shlex.join(cli)}").stdout
+    out = replica.run(f'REDISCLI_AUTH="$(cat {password})" {shlex.join(cli)}').stdout
     assert "Read-only file system" in out or "ERR" in out, out
     assert replica.file("/etc/redis/redis.conf").md5sum == before
 

@@ -1,14 +1,15 @@
 """Redis refuses anonymous clients, lets the Celery user in, and denies it admin commands."""
 
 import pytest
-from conftest import templated
+from conftest import secret_file
 
 testinfra_hosts = ["ansible://redis"]
 
 
-def redis_cli(host, *args, password=None):
-    auth = f"REDISCLI_AUTH={password!s} " if password else ""
-    user = "--user celery " if password else ""
+def redis_cli(host, *args, authenticated=False):
+    """redis-cli on the Redis host, anonymous or as the Celery user (its password from a file)."""
+    auth = f'REDISCLI_AUTH="$(cat {secret_file(host, "celerykit_redis_password")})" ' if authenticated else ""
+    user = "--user celery " if authenticated else ""
     tls = "--tls --cacert /etc/redis/tls/ca.crt " if over_tls(host) else ""  # its only port then
     return host.run(f"{auth}redis-cli {tls}--no-auth-warning {user}-h 127.0.0.1 " + " ".join(args))
 
@@ -22,18 +23,18 @@ def test_anonymous_clients_are_refused(host):
 
 
 def test_the_celery_user_gets_in(host):
-    assert redis_cli(host, "ping", password=templated(host, "celerykit_redis_password")).stdout.strip() == "PONG"
+    assert redis_cli(host, "ping", authenticated=True).stdout.strip() == "PONG"
 
 
 @pytest.mark.parametrize("command", ["FLUSHALL", "FLUSHDB", "CONFIG GET requirepass", "SHUTDOWN NOSAVE"])
 def test_the_celery_user_cannot_administer(host, command):
-    result = redis_cli(host, command, password=templated(host, "celerykit_redis_password"))
+    result = redis_cli(host, command, authenticated=True)
     assert "NOPERM" in result.stdout, result.stdout
 
 
 def test_debug_is_refused(host):
     """Redis 7 turns DEBUG off for everyone (enable-debug-command no) before ACLs are consulted."""
-    result = redis_cli(host, "DEBUG SLEEP 0", password=templated(host, "celerykit_redis_password"))
+    result = redis_cli(host, "DEBUG SLEEP 0", authenticated=True)
     assert "DEBUG command not allowed" in result.stdout or "NOPERM" in result.stdout, result.stdout
 
 
