@@ -173,6 +173,12 @@ def beat_deployment(deployment: SystemdDeployment) -> SystemdDeployment:
     return deployment
 
 
+# For a test of what an operator's ansible-playbook itself shows (its output, the command lines it
+# starts on a host): Ansible's own strategy. The multinode and reconfigure scenarios' plays run with
+# Mitogen otherwise (.config/molecule/config.yml), which runs a play's modules in one process per host.
+ANSIBLES_OWN_STRATEGY = {"ANSIBLE_STRATEGY": "linear"}
+
+
 def playbook(
     *args: str,
     extra_vars: dict | None = None,

@@ -24,7 +24,7 @@ import testinfra
 from celerykit_testing import drills, operations
 from celerykit_testing.soak import Tally
 from celerykit_testing.systemd import SystemdDeployment
-from conftest import ROOT, hosts, playbook, pools_of
+from conftest import ANSIBLES_OWN_STRATEGY, ROOT, hosts, playbook, pools_of
 
 from celerykit.verify.target import Target
 
@@ -232,6 +232,7 @@ def test_the_status_playbook_reports_on_every_host(spread):
         "-e", "ansible_python_interpreter=auto_silent",
         name="status",
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+        **ANSIBLES_OWN_STRATEGY,  # the report as an operator reads it
     )  # fmt: skip
     assert result.returncode == 0, output(result)
     plays = json.loads(result.stdout)["plays"]

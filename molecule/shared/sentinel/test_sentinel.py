@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from celerykit_testing import drills, operations
-from conftest import all_secrets, hosts, playbook, secret_file
+from conftest import ANSIBLES_OWN_STRATEGY, all_secrets, hosts, playbook, secret_file
 
 from celerykit import defaults
 
@@ -270,7 +270,7 @@ def test_a_converge_after_the_failover_keeps_the_new_primary_and_shows_no_passwo
     before = primary(sentinels[0])
     play = tmp_path / "replication.yml"
     play.write_text(REPLICATION_PLAY)
-    result, command_lines = command_lines_while(lambda: playbook(play=play))
+    result, command_lines = command_lines_while(lambda: playbook(play=play, **ANSIBLES_OWN_STRATEGY))
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert primary(sentinels[0]) == before
     for host in hosts("redis") + hosts("redis_replicas"):
