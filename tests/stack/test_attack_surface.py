@@ -23,22 +23,37 @@ from celerykit.verify import checks
 pytestmark = pytest.mark.faults
 
 # Python run inside a container: try TCP connections, print one line of JSON {host:port: outcome}.
+# A port counts as "open" only when it opened on each of TRIES attempts, half a second apart: one attempt
+# it refused, or that timed out, shows that no route to it is configured. Docker before 28 deletes and
+# inserts again the FORWARD chain's jump to its network isolation rules whenever any network on the host
+# is created (`EnsureJumpRule`; no longer in 28.0, moby#49538); for those milliseconds a container on a
+# network with a way out reaches every other network's addresses. With networks created and removed beside
+# it (as the other test lanes do), 13 of 600 connections between two networks opened. A single such
+# opening is recorded ("open, then ..."), and is not an exposure.
+TRIES = 3
 CONNECT = """
-import json, socket, sys
-seen = {}
-for spec in sys.argv[1:]:
+import json, socket, sys, time
+tries, seen = int(sys.argv[1]), {}
+for spec in sys.argv[2:]:
     host, port = spec.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-        seen[spec] = "open"
-    except OSError as exc:
-        seen[spec] = type(exc).__name__
+    opened = 0
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            seen[spec] = ("open, then " if opened else "") + type(exc).__name__
+            break
+        opened += 1
+        if opened == tries:
+            seen[spec] = "open"
+            break
+        time.sleep(0.5)
 print(json.dumps(seen))
 """
 
 
 def connect_from(stack: Stack, service: str, *specs: str) -> dict[str, str]:
-    return json.loads(stack.compose.exec(service, "python3", "-c", CONNECT, *specs).stdout)
+    return json.loads(stack.compose.exec(service, "python3", "-c", CONNECT, str(TRIES), *specs).stdout)
 
 
 def container_ips(stack: Stack, service: str) -> list[str]:
@@ -57,12 +72,16 @@ def test_flower_port_is_reachable_from_nginx_only(stack: Stack):
     # refused; stopped by `timeout` when the address is unreachable).
     for spec in specs:
         host, port = spec.rsplit(":", 1)
-        out = stack.compose.exec("redis", "timeout", "5", "redis-cli", "-h", host, "-p", port, "ping", check=False)
-        closed = out.returncode == 124 or "Could not connect" in out.stdout + out.stderr
-        seen.setdefault("redis", {})[spec] = "closed" if closed else "open"
-    from_nginx = stack.compose.exec("nginx", "python3", "-c", CONNECT, "flower:5555").stdout
-    drills.record("attack-flower-port", probes=seen, from_nginx=json.loads(from_nginx))
-    assert json.loads(from_nginx) == {"flower:5555": "open"}  # the probe can see an open port
+        for attempt in range(TRIES):  # open on every attempt, as CONNECT counts it
+            out = stack.compose.exec("redis", "timeout", "5", "redis-cli", "-h", host, "-p", port, "ping", check=False)
+            if out.returncode == 124 or "Could not connect" in out.stdout + out.stderr:
+                seen.setdefault("redis", {})[spec] = "open, then closed" if attempt else "closed"
+                break
+        else:
+            seen.setdefault("redis", {})[spec] = "open"
+    from_nginx = connect_from(stack, "nginx", "flower:5555")
+    drills.record("attack-flower-port", probes=seen, from_nginx=from_nginx)
+    assert from_nginx == {"flower:5555": "open"}  # the probe can see an open port
     opened = {service: [s for s, outcome in results.items() if outcome == "open"] for service, results in seen.items()}
     assert not any(opened.values()), opened
 
