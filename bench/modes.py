@@ -11,8 +11,9 @@ KIT_QUEUES = "high_priority,medium_priority,low_priority"
 ALL_QUEUES = "high_priority,medium_priority,default,low_priority"
 
 
-def _ready(stack: Stack, app: str, queues: str) -> None:
-    answer = stack.client("--app", app, "ready", "--queues", queues, "--timeout", "180", timeout=240)
+def _ready(stack: Stack, app: str, queues: str, database: str | None = None) -> None:
+    env = {"BENCH_REDIS_DB": database} if database else None
+    answer = stack.client("--app", app, "ready", "--queues", queues, "--timeout", "180", timeout=240, env=env)
     if not answer["ready"]:
         raise StackError(f"{app}: consumers of {queues} did not answer within 180 s")
     time.sleep(SETTLE_S)
@@ -26,9 +27,10 @@ def kit(stack: Stack, pool_env: dict[str, str] | None = None) -> None:
     _ready(stack, "kit", KIT_QUEUES)
 
 
-def baseline(stack: Stack, concurrency: int, reliable: bool = False) -> None:
-    """Only the baseline worker running: the kit's pools are stopped so both get the same CPU."""
+def baseline(stack: Stack, concurrency: int, reliable: bool = False, env: dict[str, str] | None = None) -> None:
+    """Only the baseline worker running: the kit's pools are stopped so both get the same CPU. `env`:
+    more of bench/compose.bench.yaml's switches (BENCH_CONF, BENCH_BASELINE_DB)."""
     stack.compose("stop", *KIT_POOLS)
-    env = {"BENCH_BASELINE_CONCURRENCY": str(concurrency), "BENCH_RELIABLE": "1" if reliable else "0"}
+    env = {"BENCH_BASELINE_CONCURRENCY": str(concurrency), "BENCH_RELIABLE": "1" if reliable else "0", **(env or {})}
     stack.compose("up", "--detach", "--no-deps", "baseline-worker", env=env)
-    _ready(stack, "baseline", ALL_QUEUES)
+    _ready(stack, "baseline", ALL_QUEUES, database=env.get("BENCH_BASELINE_DB"))

@@ -97,9 +97,13 @@ class Stack:
         self.compose(*args, timeout=timeout, env=env)
         return time.monotonic() - started
 
-    def client(self, *args: str, timeout: float = 900) -> dict:
-        """Run benchclient in the bench-client container; return the JSON it printed last."""
-        result = self.compose("exec", "-T", "bench-client", "python", "-m", "benchclient", *args, timeout=timeout)
+    def client(self, *args: str, timeout: float = 900, env: dict[str, str] | None = None) -> dict:
+        """Run benchclient in the bench-client container (with `env` in its environment); return the
+        JSON it printed last."""
+        variables = [f"--env={name}={value}" for name, value in (env or {}).items()]
+        result = self.compose(
+            "exec", "-T", *variables, "bench-client", "python", "-m", "benchclient", *args, timeout=timeout
+        )
         lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
         if not lines:
             raise StackError(f"benchclient {' '.join(args)} printed no result:\n{result.stdout}\n{result.stderr}")

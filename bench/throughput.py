@@ -8,6 +8,8 @@ other (the order rotated from round to round), and each ratio is taken within a 
   kit-<choice>   the kit with one of its choices taken back (the ablation: what that choice costs)
   baseline       Celery's defaults (early ack, prefetch 4, no events, no recycling, WARNING logs)
   baseline+rel   the baseline plus only late ack, requeue on a lost worker and prefetch 1
+  baseline+rel+events  and task events, on the kit's Redis database, read by the kit's Flower: what
+                 Celery itself does with the settings the kit may not give up, no kit code involved
 on no-op tasks, and kit (as it ships, and reserving 2 messages per process) against baseline on 10 ms
 tasks. Each variant stops at its time cap; the rate is then that of the tasks that finished (the table
 says so).
@@ -25,9 +27,11 @@ from bench.stats import median, ratio, shown, spread
 CONCURRENCY = 1  # the kit's low (bulk) pool
 SHORT_TASK_S = 0.01
 NO_EVENTS = {"worker_send_task_events": False, "task_send_sent_event": False}
+EVENTS = {"worker_send_task_events": True, "task_send_sent_event": True}
 
 # name -> (label, how it runs): `pool_env` (the kit's pool, bench/compose.bench.yaml's switches), or
-# `reliable` (the baseline); `client` Celery settings for the sending client; `seconds` per task.
+# `reliable` (the baseline), `baseline_env` more of the baseline's switches; `client` Celery settings for the
+# sending client, `client_env` its environment; `seconds` per task.
 VARIANTS: dict[str, dict] = {
     "kit": {"label": "kit low pool, as it ships", "pool_env": {}},
     "kit-no-events": {
@@ -57,6 +61,13 @@ VARIANTS: dict[str, dict] = {
     },
     "baseline": {"label": "baseline, Celery defaults (early ack, prefetch 4, no events)", "reliable": False},
     "baseline+rel": {"label": "baseline + late ack + requeue on lost worker + prefetch 1", "reliable": True},
+    "baseline+rel+events": {
+        "label": "baseline + late ack + requeue + prefetch 1 + task events read by Flower (Celery's own code)",
+        "reliable": True,
+        "baseline_env": {"BENCH_CONF": json.dumps(EVENTS), "BENCH_BASELINE_DB": "0"},
+        "client": EVENTS,
+        "client_env": {"BENCH_REDIS_DB": "0"},
+    },
     "kit-10ms": {"label": "kit low pool, as it ships, 10 ms tasks", "pool_env": {}, "seconds": SHORT_TASK_S},
     # Prefetch 2: the next task waits in the worker while one runs, and celerykit.handoff hands it over
     # before the finished one's acknowledgement; the second variant in Celery's order (after it).
@@ -70,6 +81,11 @@ VARIANTS: dict[str, dict] = {
         "pool_env": {"BENCH_PREFETCH_MULTIPLIER": "2", "BENCH_HANDOFF": "celery"},
         "seconds": SHORT_TASK_S,
     },
+    "baseline+rel-10ms": {
+        "label": "baseline + late ack + requeue on lost worker + prefetch 1, 10 ms tasks",
+        "reliable": True,
+        "seconds": SHORT_TASK_S,
+    },
     "baseline-10ms": {"label": "baseline, 10 ms tasks", "reliable": False, "seconds": SHORT_TASK_S},
 }
 ABLATION = [name for name, spec in VARIANTS.items() if name.startswith("kit-") and "seconds" not in spec]
@@ -81,12 +97,12 @@ def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
     if app == "kit":
         modes.kit(stack, spec["pool_env"])
     else:
-        modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"])
+        modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"], env=spec.get("baseline_env"))
     seconds = spec.get("seconds", 0.0)
     tasks = sizes.throughput_short_tasks if seconds else sizes.throughput_tasks
     argv = ["--app", app, "--conf", json.dumps(spec.get("client", {})), "throughput", "--queue", "low_priority"]
     argv += ["--tasks", str(tasks), "--seconds", str(seconds), "--timeout", str(sizes.throughput_cap_s)]
-    return stack.client(*argv, timeout=sizes.throughput_cap_s + 300)
+    return stack.client(*argv, timeout=sizes.throughput_cap_s + 300, env=spec.get("client_env"))
 
 
 def order(index: int) -> list[str]:
@@ -130,6 +146,8 @@ def run(stack: Stack, sizes: Sizes) -> dict:
         # What each choice costs: the kit ÷ the kit without it (below 1: the choice costs throughput).
         "ablation": {name: ratios("kit", name) for name in ABLATION},
         "reliability_cost": ratios("baseline+rel", "baseline"),
+        "reliability_and_events_cost": ratios("baseline+rel+events", "baseline"),
+        "reliability_cost_10ms": ratios("baseline+rel-10ms", "baseline-10ms"),
     }
 
 
@@ -154,7 +172,9 @@ def render(result: dict) -> list[str]:
     lines += [
         "",
         "Reliability settings alone on the baseline (late ack, requeue, prefetch 1 ÷ Celery's defaults): "
-        f"**{shown(result['reliability_cost'])}**.",
+        f"**{shown(result['reliability_cost'])}** on no-op tasks, **{shown(result['reliability_cost_10ms'])}** "
+        "on 10 ms tasks; with task events read by Flower as well (Celery's own code, no kit code): "
+        f"**{shown(result['reliability_and_events_cost'])}** on no-op tasks.",
         "",
         "Ratios: median (min-max) of the ratios within each round. " + quiet.describe(result["quiet"]),
     ]
