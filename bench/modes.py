@@ -27,10 +27,11 @@ def kit(stack: Stack, pool_env: dict[str, str] | None = None) -> None:
     _ready(stack, "kit", KIT_QUEUES)
 
 
-def baseline(stack: Stack, concurrency: int, reliable: bool = False, env: dict[str, str] | None = None) -> None:
-    """Only the baseline worker running: the kit's pools are stopped so both get the same CPU. `env`:
-    more of bench/compose.bench.yaml's switches (BENCH_CONF, BENCH_BASELINE_DB)."""
+def baseline(stack: Stack, concurrency: int, reliable: bool = False, switches: dict[str, str] | None = None) -> None:
+    """Only the baseline worker running: the kit's pools are stopped so both get the same CPU. `switches`:
+    more of bench/compose.bench.yaml's (BENCH_CONF, BENCH_BASELINE_DB)."""
     stack.compose("stop", *KIT_POOLS)
-    env = {"BENCH_BASELINE_CONCURRENCY": str(concurrency), "BENCH_RELIABLE": "1" if reliable else "0", **(env or {})}
+    env = {"BENCH_BASELINE_CONCURRENCY": str(concurrency), "BENCH_RELIABLE": "1" if reliable else "0"}
+    env |= switches or {}
     stack.compose("up", "--detach", "--no-deps", "baseline-worker", env=env)
     _ready(stack, "baseline", ALL_QUEUES, database=env.get("BENCH_BASELINE_DB"))

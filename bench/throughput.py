@@ -97,7 +97,7 @@ def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
     if app == "kit":
         modes.kit(stack, spec["pool_env"])
     else:
-        modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"], env=spec.get("baseline_env"))
+        modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"], switches=spec.get("baseline_env"))
     seconds = spec.get("seconds", 0.0)
     tasks = sizes.throughput_short_tasks if seconds else sizes.throughput_tasks
     argv = ["--app", app, "--conf", json.dumps(spec.get("client", {})), "throughput", "--queue", "low_priority"]
