@@ -30,8 +30,8 @@ NO_EVENTS = {"worker_send_task_events": False, "task_send_sent_event": False}
 EVENTS = {"worker_send_task_events": True, "task_send_sent_event": True}
 
 # name -> (label, how it runs): `pool_env` (the kit's pool, bench/compose.bench.yaml's switches), or
-# `reliable` (the baseline), `baseline_env` more of the baseline's switches; `client` Celery settings for the
-# sending client, `client_env` its environment; `seconds` per task.
+# `reliable` (the baseline), `conf` more Celery settings for it, `database` its Redis database (also the
+# client's) instead of its own; `client` Celery settings for the sending client; `seconds` per task.
 VARIANTS: dict[str, dict] = {
     "kit": {"label": "kit low pool, as it ships", "pool_env": {}},
     "kit-no-events": {
@@ -64,9 +64,9 @@ VARIANTS: dict[str, dict] = {
     "baseline+rel+events": {
         "label": "baseline + late ack + requeue + prefetch 1 + task events read by Flower (Celery's own code)",
         "reliable": True,
-        "baseline_env": {"BENCH_CONF": json.dumps(EVENTS), "BENCH_BASELINE_DB": "0"},
+        "conf": EVENTS,
+        "database": 0,  # the kit's, where its Flower reads the events
         "client": EVENTS,
-        "client_env": {"BENCH_REDIS_DB": "0"},
     },
     "kit-10ms": {"label": "kit low pool, as it ships, 10 ms tasks", "pool_env": {}, "seconds": SHORT_TASK_S},
     # Prefetch 2: the next task waits in the worker while one runs, and celerykit.handoff hands it over
@@ -97,12 +97,13 @@ def _measure(stack: Stack, name: str, sizes: Sizes) -> dict:
     if app == "kit":
         modes.kit(stack, spec["pool_env"])
     else:
-        modes.baseline(stack, CONCURRENCY, reliable=spec["reliable"], switches=spec.get("baseline_env"))
+        modes.baseline(stack, CONCURRENCY, spec["reliable"], conf=spec.get("conf"), database=spec.get("database"))
     seconds = spec.get("seconds", 0.0)
     tasks = sizes.throughput_short_tasks if seconds else sizes.throughput_tasks
     argv = ["--app", app, "--conf", json.dumps(spec.get("client", {})), "throughput", "--queue", "low_priority"]
     argv += ["--tasks", str(tasks), "--seconds", str(seconds), "--timeout", str(sizes.throughput_cap_s)]
-    return stack.client(*argv, timeout=sizes.throughput_cap_s + 300, env=spec.get("client_env"))
+    env = modes.client_env(spec.get("database"))
+    return stack.client(*argv, timeout=sizes.throughput_cap_s + 300, env=env)
 
 
 def order(index: int) -> list[str]:

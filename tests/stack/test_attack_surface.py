@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -72,11 +73,12 @@ def test_flower_port_is_reachable_from_nginx_only(stack: Stack):
     # refused; stopped by `timeout` when the address is unreachable).
     for spec in specs:
         host, port = spec.rsplit(":", 1)
-        for attempt in range(TRIES):  # open on every attempt, as CONNECT counts it
+        for attempt in range(TRIES):  # open on every attempt, half a second apart, as CONNECT counts it
             out = stack.compose.exec("redis", "timeout", "5", "redis-cli", "-h", host, "-p", port, "ping", check=False)
             if out.returncode == 124 or "Could not connect" in out.stdout + out.stderr:
                 seen.setdefault("redis", {})[spec] = "open, then closed" if attempt else "closed"
                 break
+            time.sleep(0.5)
         else:
             seen.setdefault("redis", {})[spec] = "open"
     from_nginx = connect_from(stack, "nginx", "flower:5555")
