@@ -34,9 +34,9 @@ def ppid(pid):
 pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
 main = [p for p in pids if p != 1 and ppid(p) == 1]
 targets = main if sys.argv[1] == "main" else [p for p in pids if ppid(p) in main]
+print(*targets, flush=True)  # first: killing the main process ends the container, and this process with it
 for pid in targets:
     os.kill(pid, int(sys.argv[2]))
-print(*targets)
 """
 
 
@@ -112,14 +112,15 @@ class Compose:
             raise AssertionError(f"{' '.join(args)} in {service} failed: {result.stdout}{result.stderr}")
         return result
 
-    def kill(self, service: str, which: str = "main", signal: int = 9) -> list[int]:
+    def kill(self, service: str, which: str = "main", signal: int = 9, first: str = "") -> list[int]:
         """Send `signal` from inside the container to the service's main process (the child of
-        the container's init) or to that process's children (a worker's pool processes).
+        the container's init) or to that process's children (a worker's pool processes). `first`:
+        Python run in the same process just before, so that nothing happens in between.
 
         Unlike `docker kill`, this is a crash the container did not ask for: the restart policy
         applies, as it would to any process dying on its own.
         """
-        result = self.exec(service, "python3", "-c", KILL_SNIPPET, which, str(signal), check=False)
+        result = self.exec(service, "python3", "-c", first + KILL_SNIPPET, which, str(signal), check=False)
         # Killing the main process ends the container, and with it this exec, after it printed.
         if result.returncode and not (which == "main" and result.stdout.strip()):
             raise AssertionError(f"kill {which} {signal} in {service} failed: {result.stdout}{result.stderr}")
@@ -240,7 +241,7 @@ class ComposeDeployment:
         self.compose.run("restart", FLOWER)
 
     def damage_flower_db(self) -> None:
-        self.compose.exec(FLOWER, "python3", "-c", DAMAGE_AND_KILL)
+        self.compose.kill(FLOWER, first=DAMAGE_FLOWER_DB)  # before Flower's next save could mend it
 
     def flower_saved_at(self) -> float:
         return float(self.compose.exec(FLOWER, "python3", "-c", FLOWER_DB_MTIME).stdout.strip() or 0)
@@ -278,24 +279,12 @@ files = [f for f in glob.glob("{FLOWER_DIR}/flower.db*") if ".tmp" not in f and 
 print(max((os.stat(f).st_mtime for f in files), default=0))
 """
 
-DAMAGE_AND_KILL = f"""
-import glob, os
+DAMAGE_FLOWER_DB = f"""
+import glob
 for name in glob.glob("{FLOWER_DIR}/flower.db*"):
     with open(name, "wb") as f:
         f.write(b"this is not a dbm file" * 100)
-""" + "\n".join(
-    [
-        "def ppid(pid):",
-        "    with open(f'/proc/{pid}/stat') as f:",
-        "        return int(f.read().rsplit(')', 1)[1].split()[1])",
-        "for p in [int(p) for p in os.listdir('/proc') if p.isdigit() and p != '1']:",
-        "    try:",
-        "        if ppid(p) == 1:",
-        "            os.kill(p, 9)",
-        "    except (FileNotFoundError, ProcessLookupError):",
-        "        pass",
-    ]
-)
+"""
 
 COUNT_BEATS = """
 import os
